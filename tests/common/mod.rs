@@ -1,0 +1,208 @@
+//! Shared test harness: a real `apf sim` process on loopback, a real demo-agent image, the
+//! real `apf` binary, and helpers to ask docker and the simulator what is left behind.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const MGMT_KEY: &str = concat!("sk-or-v1-", "test-management-key-0000000000000000");
+pub const IMAGE: &str = "apf-demo-agent:latest";
+
+pub fn apf_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_apf"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build the demo agent's image once per test process, when it is missing.
+pub fn demo_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let status = Command::new("bash")
+                .arg(repo().join("scripts/build-demo-image.sh"))
+                .status()
+                .expect("run scripts/build-demo-image.sh");
+            assert!(status.success(), "the demo image builds");
+        }
+    });
+}
+
+/// A running `apf sim` child process, killed on drop.
+pub struct Sim {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl Sim {
+    pub fn start(extra: &[&str]) -> Sim {
+        let mut child = Command::new(apf_bin())
+            .arg("sim")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("OR_ADMIN_KEY", MGMT_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start apf sim");
+        let stdout = child.stdout.take().expect("sim stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("the sim prints its base URL");
+        let base_url = line.trim().to_string();
+        assert!(base_url.starts_with("http://127.0.0.1:"), "base URL: {base_url:?}");
+        Sim { child, base_url }
+    }
+
+    /// GET a management path, as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.base_url);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(MGMT_KEY)
+                .send()
+                .await
+                .expect("sim answers")
+                .json()
+                .await
+                .expect("sim answers JSON")
+        })
+    }
+
+    /// Every key on the simulated account whose name starts with `prefix`, disabled included.
+    pub fn keys_named(&self, prefix: &str) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.get(&format!("/keys?offset={}&include_disabled=true", all.len()));
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            let n = data.len();
+            all.extend(data);
+            if n < 100 {
+                break;
+            }
+        }
+        all.into_iter()
+            .filter(|k| k["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A copy of an example folder in a fresh temp dir, so runs never write into the repo.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace { dir: tempfile::Builder::new().prefix("apf test ").tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The quickstart manifest and its task, with `edit` applied to the manifest's text.
+    pub fn quickstart(&self, edit: impl Fn(String) -> String) -> PathBuf {
+        let src =
+            std::fs::read_to_string(repo().join("examples/experiments/quickstart.toml")).unwrap();
+        let task = std::fs::read_to_string(repo().join("examples/experiments/TASK.md")).unwrap();
+        self.write("TASK.md", &task);
+        self.write("experiment.toml", &edit(src))
+    }
+
+    /// The state of the latest run beside the manifest.
+    pub fn latest_state(&self) -> serde_json::Value {
+        let latest = std::fs::read_to_string(self.path().join(".apf/runs/latest"))
+            .expect("a run was recorded");
+        let state = self.path().join(".apf/runs").join(latest.trim()).join("state.json");
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap()
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        let latest = std::fs::read_to_string(self.path().join(".apf/runs/latest")).unwrap();
+        self.path().join(".apf/runs").join(latest.trim())
+    }
+}
+
+/// `apf` with the simulator's address and management key in its environment.
+pub fn apf(sim: &Sim, args: &[&str]) -> Command {
+    let mut cmd = Command::new(apf_bin());
+    cmd.args(args)
+        .env("OPENROUTER_BASE_URL", &sim.base_url)
+        .env("OR_ADMIN_KEY", MGMT_KEY)
+        .env("NO_COLOR", "1")
+        .env_remove("OPENROUTER_API_KEY")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run apf");
+    eprintln!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Containers of an experiment, running or not, by apf's labels.
+pub fn containers_of(experiment: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("label=dev.apf.experiment={experiment}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Remove an experiment's containers; for a test's own cleanup after a failure.
+pub fn remove_containers(experiment: &str) {
+    for id in containers_of(experiment) {
+        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+    }
+}
+
+/// Wait until `f` holds, for at most `limit`.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// A unique experiment name, so parallel tests never see each other's containers or keys.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:x}", rand::random::<u32>())
+}
