@@ -431,7 +431,7 @@ impl Ledger {
     pub fn list_keys(&self, include_disabled: bool, offset: usize, page: usize) -> Vec<&KeyRecord> {
         let mut keys: Vec<&KeyRecord> =
             self.keys.values().filter(|k| include_disabled || !k.disabled).collect();
-        keys.sort_by(|a, b| b.seq.cmp(&a.seq));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.seq));
         keys.into_iter().skip(offset).take(page).collect()
     }
 

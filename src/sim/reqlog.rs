@@ -68,12 +68,12 @@ impl RequestLog {
     }
 
     pub fn push(&self, entry: LoggedRequest) {
-        if let Some(file) = &self.file {
-            if let Ok(mut line) = serde_json::to_string(&entry) {
-                line.push('\n');
-                // A full disk must not take the simulator down; the in-memory log still has it.
-                let _ = lock(file).write_all(line.as_bytes());
-            }
+        if let Some(file) = &self.file
+            && let Ok(mut line) = serde_json::to_string(&entry)
+        {
+            line.push('\n');
+            // A full disk must not take the simulator down; the in-memory log still has it.
+            let _ = lock(file).write_all(line.as_bytes());
         }
         lock(&self.entries).push(entry);
     }
