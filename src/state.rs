@@ -150,7 +150,17 @@ pub struct ModelState {
     pub intent: Option<Intent>,
     #[serde(default)]
     pub exit: Option<ExitRecord>,
+    /// Spend so far, on this model's current key and any earlier ones.
     pub spent: Usd,
+    /// Spend on keys of earlier attempts (a resumed run), already settled.
+    #[serde(default)]
+    pub spent_earlier: Usd,
+    /// Keys of earlier attempts, kept so destroy and audits can find them.
+    #[serde(default)]
+    pub earlier_keys: Vec<KeyRecord>,
+    /// How many times this model was started in this run.
+    #[serde(default)]
+    pub attempts: u32,
     #[serde(default)]
     pub spent_read_at: Option<DateTime<Utc>>,
     /// Set while spend readings fail: the last good reading is from `spent_read_at`.
@@ -182,6 +192,9 @@ impl ModelState {
             intent: None,
             exit: None,
             spent: Usd::ZERO,
+            spent_earlier: Usd::ZERO,
+            earlier_keys: Vec::new(),
+            attempts: 0,
             spent_read_at: None,
             spend_stale: false,
             counts: Counts::default(),
@@ -191,6 +204,36 @@ impl ModelState {
             note: None,
             warnings: Vec::new(),
         }
+    }
+
+    /// What is left of the budget for a new key.
+    pub fn remaining(&self) -> Usd {
+        (self.budget - self.spent).max(Usd::ZERO)
+    }
+
+    /// Whether a resumed run should start this model again.
+    pub fn unfinished(&self) -> bool {
+        matches!(
+            self.status,
+            ModelStatus::Pending
+                | ModelStatus::Running
+                | ModelStatus::Interrupted
+                | ModelStatus::Skipped
+        )
+    }
+
+    /// Set aside the last attempt's key and container so the model can start again. Its spend
+    /// is settled by the caller, which alone can read the old key.
+    pub fn prepare_retry(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.earlier_keys.push(k);
+        }
+        self.container = None;
+        self.intent = None;
+        self.exit = None;
+        self.note = None;
+        self.status = ModelStatus::Pending;
+        self.ended_at = None;
     }
 
     /// How far spend went past the budget, if it did.
@@ -237,6 +280,11 @@ impl RunDir {
 
     pub fn events(&self, alias: &str) -> PathBuf {
         self.model(alias).join("events.jsonl")
+    }
+
+    /// `{"at": …, "spent": "…"}` per line, each time the model's spend changed.
+    pub fn spend(&self, alias: &str) -> PathBuf {
+        self.model(alias).join("spend.jsonl")
     }
 
     pub fn log(&self, alias: &str) -> PathBuf {

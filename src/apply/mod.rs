@@ -107,31 +107,15 @@ pub struct Outcome {
 
 /// Run the experiment for real. Teardown runs however the run ends.
 pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
-    let run_id = crate::state::new_run_id();
-    let dir = RunDir::new(&exp.manifest_dir, &run_id);
-    std::fs::create_dir_all(&dir.root)
-        .with_context(|| format!("could not create the run folder {}", dir.root.display()))?;
-    let _lock = RunLock::acquire(&dir)?;
-
-    let models = exp
-        .models
-        .iter()
-        .map(|m| (m.alias.clone(), ModelState::new(&m.alias, &m.id, m.budget)))
-        .collect();
-    let state = RunState {
-        format_version: crate::state::STATE_FORMAT,
-        run_id: run_id.clone(),
-        experiment: exp.name.clone(),
-        manifest_path: exp.manifest_path.clone(),
-        manifest_hash: exp.manifest_hash.clone(),
-        base_url: settings.base_url.clone(),
-        started_at: Utc::now(),
-        finished_at: None,
-        status: RunStatus::Running,
-        note: None,
-        models,
+    let (dir, lock, state, to_run, resumed) = match resumable(&exp)? {
+        Some((d, l, s, t)) => (d, l, s, t, true),
+        None => {
+            let (d, l, s, t) = new_run(&exp, &settings)?;
+            (d, l, s, t, false)
+        }
     };
-    state.save(&dir)?;
+    let _lock = lock;
+    let run_id = state.run_id.clone();
     crate::state::write_atomic(
         &crate::state::runs_dir(&exp.manifest_dir).join("latest"),
         run_id.as_bytes(),
@@ -154,9 +138,16 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
         exp,
     });
 
-    printer::info(format!("run {run_id}: {} models", run.exp.models.len()));
+    printer::info(format!("run {run_id}: {} models", to_run.len()));
     let signals = tokio::spawn(watch_signals(run.clone()));
-    let result = supervise(run.clone()).await;
+    let result = match resumed {
+        true => retire_earlier_attempts(&run).await,
+        false => Ok(()),
+    };
+    let result = match result {
+        Ok(()) => supervise(run.clone(), &to_run).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
         printer::error(format!("{e:#}"));
         run.stop.send_replace(Stop::Interrupt.max(*run.stop.borrow()));
@@ -193,14 +184,139 @@ pub fn is_loopback_url(url: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn supervise(run: Arc<Run>) -> Result<()> {
-    let max = run.exp.container.max_parallel.min(run.exp.models.len().max(1));
+/// A fresh run: its folder, its lock, its state with every model pending.
+fn new_run(
+    exp: &Experiment,
+    settings: &Settings,
+) -> Result<(RunDir, RunLock, RunState, Vec<String>)> {
+    let run_id = crate::state::new_run_id();
+    let dir = RunDir::new(&exp.manifest_dir, &run_id);
+    std::fs::create_dir_all(&dir.root)
+        .with_context(|| format!("could not create the run folder {}", dir.root.display()))?;
+    let lock = RunLock::acquire(&dir)?;
+    let models = exp
+        .models
+        .iter()
+        .map(|m| (m.alias.clone(), ModelState::new(&m.alias, &m.id, m.budget)))
+        .collect();
+    let state = RunState {
+        format_version: crate::state::STATE_FORMAT,
+        run_id,
+        experiment: exp.name.clone(),
+        manifest_path: exp.manifest_path.clone(),
+        manifest_hash: exp.manifest_hash.clone(),
+        base_url: settings.base_url.clone(),
+        started_at: Utc::now(),
+        finished_at: None,
+        status: RunStatus::Running,
+        note: None,
+        models,
+    };
+    state.save(&dir)?;
+    let all = exp.models.iter().map(|m| m.alias.clone()).collect();
+    Ok((dir, lock, state, all))
+}
+
+/// The latest run of this very manifest, when it was interrupted or crashed: applying again
+/// resumes it, starting only the models that did not finish, each capped at what remains of
+/// its budget. A run whose lock is held is being applied right now, and is refused.
+fn resumable(exp: &Experiment) -> Result<Option<(RunDir, RunLock, RunState, Vec<String>)>> {
+    let Some((id, _)) = crate::state::list_runs(&exp.manifest_dir).into_iter().next() else {
+        return Ok(None);
+    };
+    let dir = RunDir::new(&exp.manifest_dir, &id);
+    let Ok(mut state) = RunState::load(&dir.state()) else { return Ok(None) };
+    let same = state.experiment == exp.name && state.manifest_hash == exp.manifest_hash;
+    if !same || !matches!(state.status, RunStatus::Interrupted | RunStatus::Running) {
+        return Ok(None);
+    }
+    let lock = RunLock::acquire(&dir)?;
+    let mut to_run = Vec::new();
+    for m in state.models.values_mut() {
+        if !m.unfinished() {
+            continue;
+        }
+        if m.remaining() <= Usd::ZERO {
+            m.status = ModelStatus::BudgetSpent;
+            m.note = Some("budget spent before the run was resumed".into());
+            continue;
+        }
+        m.prepare_retry();
+        to_run.push(m.alias.clone());
+    }
+    state.status = RunStatus::Running;
+    state.finished_at = None;
+    state.save(&dir)?;
+    printer::info(format!(
+        "resuming run {id}: {} of {} models did not finish",
+        to_run.len(),
+        state.models.len()
+    ));
+    Ok(Some((dir, lock, state, to_run)))
+}
+
+/// Before a resumed run starts anything, remove what its earlier attempt left (containers, and
+/// keys a killed apf could not revoke), and settle each model's spend on its old key.
+async fn retire_earlier_attempts(run: &Arc<Run>) -> Result<()> {
+    let run_id = run.state.lock().await.run_id.clone();
+    let labels =
+        [(crate::docker::LABEL_MANAGED, "true"), (crate::docker::LABEL_RUN, run_id.as_str())];
+    for c in run.docker.find(&labels).await? {
+        run.docker.remove(&c.id).await?;
+    }
+    let live: Vec<(String, String)> = {
+        let state = run.state.lock().await;
+        state
+            .models
+            .values()
+            .filter_map(|m| {
+                m.earlier_keys
+                    .last()
+                    .filter(|k| !k.revoked)
+                    .map(|k| (m.alias.clone(), k.hash.clone()))
+            })
+            .collect()
+    };
+    let usage: BTreeMap<String, Usd> = if live.is_empty() {
+        BTreeMap::new()
+    } else {
+        run.client
+            .list_keys(&run.mgmt, true)
+            .await?
+            .into_iter()
+            .map(|k| (k.hash, k.usage))
+            .collect()
+    };
+    for (alias, hash) in &live {
+        run.client.delete_key(&run.mgmt, hash).await?;
+        let mut state = run.state.lock().await;
+        if let Some(m) = state.models.get_mut(alias) {
+            let last = m.spent - m.spent_earlier;
+            let used = usage.get(hash).copied().unwrap_or(last).max(last);
+            m.spent_earlier += used;
+            m.spent = m.spent_earlier;
+            if let Some(k) = m.earlier_keys.last_mut() {
+                k.revoked = true;
+            }
+        }
+        save(run, &state);
+    }
+    let mut state = run.state.lock().await;
+    for m in state.models.values_mut().filter(|m| m.status == ModelStatus::Pending) {
+        m.spent_earlier = m.spent;
+    }
+    save(run, &state);
+    Ok(())
+}
+
+async fn supervise(run: Arc<Run>, to_run: &[String]) -> Result<()> {
+    let max = run.exp.container.max_parallel.min(to_run.len().max(1));
     let slots = Arc::new(Semaphore::new(max));
     let poller = tokio::spawn(poll::poll_loop(run.clone()));
     let injector = tokio::spawn(poll::budget_loop(run.clone()));
 
     let mut tasks = Vec::new();
-    for m in run.exp.models.clone() {
+    for m in run.exp.models.iter().filter(|m| to_run.contains(&m.alias)).cloned() {
         let (run, slots) = (run.clone(), slots.clone());
         tasks.push(tokio::spawn(async move { model::run_model(run, m, slots).await }));
     }

@@ -75,14 +75,29 @@ pub(crate) async fn run_model(
 /// Mint the model's key, record its hash, and check that it reads back with its cap (HAZARDS
 /// H6). On any failure the model is not started.
 async fn provision(run: &Run, m: &ModelSettings) -> Result<Secret, String> {
-    let run_id = run.state.lock().await.run_id.clone();
-    let name = key_name(&run.exp.name, &run_id, &m.alias);
+    let (run_id, cap, attempt) = {
+        let mut state = run.state.lock().await;
+        let run_id = state.run_id.clone();
+        let Some(ms) = state.models.get_mut(&m.alias) else {
+            return Err("is not in the run's state".into());
+        };
+        ms.attempts += 1;
+        (run_id, ms.remaining(), ms.attempts)
+    };
+    if cap <= crate::money::Usd::ZERO {
+        return Err("has no budget left".into());
+    }
+    let name = if attempt > 1 {
+        format!("{}-{attempt}", key_name(&run.exp.name, &run_id, &m.alias))
+    } else {
+        key_name(&run.exp.name, &run_id, &m.alias)
+    };
     let expires = Utc::now()
         + chrono::Duration::from_std(run.exp.container.timeout + KEY_EXPIRY_MARGIN)
             .unwrap_or_default();
     let body = wire::CreateKey {
         name: name.clone(),
-        limit: Some(m.budget),
+        limit: Some(cap),
         limit_reset: None,
         include_byok_in_limit: Some(true),
         expires_at: Some(expires.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
@@ -95,12 +110,8 @@ async fn provision(run: &Run, m: &ModelSettings) -> Result<Secret, String> {
     {
         let mut state = run.state.lock().await;
         if let Some(ms) = state.models.get_mut(&m.alias) {
-            ms.key = Some(KeyRecord {
-                hash: created.hash.clone(),
-                name,
-                limit: m.budget,
-                revoked: false,
-            });
+            ms.key =
+                Some(KeyRecord { hash: created.hash.clone(), name, limit: cap, revoked: false });
         }
         save(run, &state);
     }
@@ -109,9 +120,9 @@ async fn provision(run: &Run, m: &ModelSettings) -> Result<Secret, String> {
         .key_info(&secret)
         .await
         .map_err(|e| format!("its new key could not be read back: {e}"))?;
-    if info.limit != Some(m.budget) {
+    if info.limit != Some(cap) {
         let shown = info.limit.map_or("no limit".to_string(), |l| l.to_string());
-        return Err(format!("its new key reads back with {shown}, not its budget {}", m.budget));
+        return Err(format!("its new key reads back with {shown}, not its cap {cap}"));
     }
     Ok(secret)
 }
@@ -411,7 +422,13 @@ async fn conclude(run: &Arc<Run>, m: &ModelSettings, id: &str, seen: Seen) {
     } else if code == 0 || seen.done {
         (ModelStatus::Done, cause.clone())
     } else {
-        (ModelStatus::Failed, cause.clone())
+        let left = match (spent, budget) {
+            (Some(s), Some(b)) if s > crate::money::Usd::ZERO => {
+                format!(" with {} of {b} left", (b - s).max(crate::money::Usd::ZERO))
+            }
+            _ => String::new(),
+        };
+        (ModelStatus::Failed, format!("{cause}{left}"))
     };
 
     {

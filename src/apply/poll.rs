@@ -48,23 +48,42 @@ pub(crate) async fn read_spend(run: &Run) -> bool {
     for m in state.models.values_mut() {
         let Some(key) = &m.key else { continue };
         let Some(&used) = usage.get(&key.hash) else { continue };
+        let total = m.spent_earlier + used;
         // Spend only grows; a lagging replica must not make it look smaller.
-        if used > m.spent {
-            m.spent = used;
-            changed.push(m.alias.clone());
+        if total > m.spent || m.spent_read_at.is_none() {
+            m.spent = m.spent.max(total);
+            changed.push((m.alias.clone(), m.spent));
         }
         m.spent_read_at = Some(now);
         m.spend_stale = false;
     }
     save(run, &state);
     drop(state);
+    for (alias, spent) in &changed {
+        append_spend(run, alias, now, *spent);
+    }
     let mut live = run.live.lock().await;
-    for alias in changed {
+    for (alias, _) in changed {
         if let Some(l) = live.get_mut(&alias) {
             l.last_activity = Instant::now();
         }
     }
     true
+}
+
+/// One line of `spend.jsonl`, the model's spend over time, for reports.
+fn append_spend(run: &Run, alias: &str, at: chrono::DateTime<Utc>, spent: Usd) {
+    use std::io::Write;
+    let line = serde_json::json!({ "at": at, "spent": spent }).to_string();
+    let path = run.dir.spend(alias);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        tracing::warn!("{alias}: could not append to {}: {e}", path.display());
+    }
 }
 
 async fn apply_rules(run: &Arc<Run>) {
@@ -196,25 +215,25 @@ pub(crate) async fn write_budget(run: &Run, alias: &str) {
     }
 }
 
-/// Read spend until it stops changing, so late settlements are counted (HAZARDS H3). Bounded
-/// by the run's settle time; a second Ctrl-C cuts it short.
+/// How long spend must stay unchanged before it counts as settled.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// Read spend until it has not changed for [`QUIET`], so late settlements are counted
+/// (HAZARDS H3). Bounded by the run's settle time; a second Ctrl-C cuts it short.
 pub(crate) async fn settle(run: &Run) {
     let deadline = Instant::now() + run.settle;
-    let every = run.exp.budget.poll_every.clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let every = run.exp.budget.poll_every.clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut previous: Option<Vec<Usd>> = None;
-    let mut steady = 0;
+    let mut quiet_since = Instant::now();
     while Instant::now() < deadline && *run.stop.borrow() != Stop::Hurry {
         if read_spend(run).await {
             let now: Vec<Usd> = run.state.lock().await.models.values().map(|m| m.spent).collect();
-            if previous.as_ref() == Some(&now) {
-                steady += 1;
-                if steady >= 2 {
-                    break;
-                }
-            } else {
-                steady = 0;
+            if previous.as_ref() != Some(&now) {
+                quiet_since = Instant::now();
+                previous = Some(now);
+            } else if quiet_since.elapsed() >= QUIET {
+                return;
             }
-            previous = Some(now);
         }
         tokio::time::sleep(every).await;
     }

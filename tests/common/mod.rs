@@ -81,6 +81,28 @@ impl Sim {
         })
     }
 
+    /// POST JSON to a path under the base URL, with the management key.
+    pub fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.base_url);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(MGMT_KEY)
+                .json(&body)
+                .send()
+                .await
+                .expect("sim answers");
+            assert!(resp.status().is_success(), "POST {path}: {}", resp.status());
+            resp.json().await.expect("sim answers JSON")
+        })
+    }
+
+    /// Set a key's recorded usage, as if its requests had settled.
+    pub fn set_spend(&self, hash: &str, usd: &str) {
+        self.post(&format!("/_sim/keys/{hash}/spend"), serde_json::json!({ "usd": usd }));
+    }
+
     /// Every key on the simulated account whose name starts with `prefix`, disabled included.
     pub fn keys_named(&self, prefix: &str) -> Vec<serde_json::Value> {
         let mut all = Vec::new();
@@ -104,6 +126,61 @@ impl Drop for Sim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A manifest for tests: `models` are `(alias, id, extra TOML lines)`; `eject` is TOML.
+pub fn manifest(name: &str, budget: &str, models: &[(&str, &str, &str)], eject: &str) -> String {
+    let mut text = format!(
+        r#"version = 1
+name = "{name}"
+
+[budget]
+per_model_usd = {budget}
+inject_every = "1s"
+poll_every = "1s"
+
+[container]
+image = "apf-demo-agent:latest"
+timeout = "2m"
+stop_grace = "3s"
+env = {{ DEMO_TURN_DELAY_MS = "300", DEMO_MAX_TOKENS = "64" }}
+
+[preflight]
+checks = ["models", "docker_image"]
+"#
+    );
+    for (alias, id, extra) in models {
+        text.push_str(&format!("\n[[models]]\nid = \"{id}\"\nalias = \"{alias}\"\n{extra}\n"));
+    }
+    text.push('\n');
+    text.push_str(eject);
+    text
+}
+
+/// The state of a run while it runs, or `None` before it exists or while it is replaced.
+pub fn peek_state(ws: &Workspace) -> Option<serde_json::Value> {
+    let latest = std::fs::read_to_string(ws.path().join(".apf/runs/latest")).ok()?;
+    let path = ws.path().join(".apf/runs").join(latest.trim()).join("state.json");
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Wait until the model `alias` of the latest run satisfies `f`.
+pub fn wait_for_model(
+    ws: &Workspace,
+    alias: &str,
+    limit: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(limit, || match peek_state(ws) {
+        Some(s) => {
+            last = s["models"][alias].clone();
+            f(&last)
+        }
+        None => false,
+    });
+    assert!(ok, "{alias} never reached the expected state; last seen: {last}");
+    last
 }
 
 /// A copy of an example folder in a fresh temp dir, so runs never write into the repo.
