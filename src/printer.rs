@@ -29,6 +29,35 @@ pub struct Printer {
 
 static PRINTER: OnceLock<Printer> = OnceLock::new();
 
+/// Live progress bars, while a run shows them: messages are then printed above the bars
+/// instead of through them.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Route messages above `bars` until [`clear_bars`].
+pub fn set_bars(bars: indicatif::MultiProgress) {
+    if let Ok(mut b) = BARS.lock() {
+        *b = Some(bars);
+    }
+}
+
+pub fn clear_bars() {
+    if let Ok(mut b) = BARS.lock() {
+        *b = None;
+    }
+}
+
+fn emit(line: &str) {
+    let bars = BARS.lock().ok().and_then(|b| b.clone());
+    match bars {
+        Some(mp) => {
+            let _ = mp.println(line);
+        }
+        None => {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
+}
+
 /// Settle the output settings for the whole process. Later calls are ignored.
 pub fn init(level: Level, choice: ColorChoice) {
     let color = match choice {
@@ -50,20 +79,20 @@ pub fn get() -> Printer {
 /// A message for the user, on stderr, unless `--quiet`.
 pub fn info(msg: impl AsRef<str>) {
     if get().level >= Level::Normal {
-        let _ = writeln!(std::io::stderr().lock(), "{}", msg.as_ref());
+        emit(msg.as_ref());
     }
 }
 
 /// A warning, on stderr, shown even under `--quiet`.
 pub fn warn(msg: impl AsRef<str>) {
     let p = get();
-    let _ = writeln!(std::io::stderr().lock(), "{}: {}", paint(p, "warning", "33"), msg.as_ref());
+    emit(&format!("{}: {}", paint(p, "warning", "33"), msg.as_ref()));
 }
 
 /// An error line, on stderr, always.
 pub fn error(msg: impl AsRef<str>) {
     let p = get();
-    let _ = writeln!(std::io::stderr().lock(), "{}: {}", paint(p, "error", "31"), msg.as_ref());
+    emit(&format!("{}: {}", paint(p, "error", "31"), msg.as_ref()));
 }
 
 /// Data on stdout. A closed pipe (`apf status | head`) ends output quietly.

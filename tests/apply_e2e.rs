@@ -166,6 +166,11 @@ fn kill_9_during_apply_then_destroy_leaves_nothing() {
     child.wait().unwrap();
     assert_eq!(containers_of(&name).len(), 3, "SIGKILL leaves the containers running");
     assert_eq!(sim.keys_named(&format!("apf/{name}/")).len(), 3, "and the keys live");
+    // 117 newer keys on the account: listings are newest first, so the run's keys now sit on
+    // the second page of 100.
+    for i in 0..117 {
+        sim.post("/keys", serde_json::json!({ "name": format!("someone-else-{i}") }));
+    }
 
     // Destroy works from the labels and key names alone: remove the state first.
     std::fs::remove_dir_all(ws.path().join(".apf")).unwrap();
@@ -175,4 +180,5 @@ fn kill_9_during_apply_then_destroy_leaves_nothing() {
     assert_eq!(out.status.code(), Some(0));
     assert!(left.is_empty(), "destroy removes every container: {left:?}");
     assert!(sim.keys_named(&format!("apf/{name}/")).is_empty(), "destroy deletes every key");
+    assert_eq!(sim.keys_named("someone-else-").len(), 117, "and only the run's keys");
 }

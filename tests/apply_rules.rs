@@ -1,6 +1,9 @@
 //! Eject rules, exit causes and budget semantics, with real containers of the demo agent and a
 //! real `apf sim` process. Each test names the hazard it pins.
 
+// A failing test shows what apf printed on stderr.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::process::{Child, Stdio};

@@ -16,6 +16,7 @@ pub mod eject;
 pub mod events;
 mod model;
 mod poll;
+mod progress;
 pub mod results;
 
 use std::collections::BTreeMap;
@@ -107,12 +108,9 @@ pub struct Outcome {
 
 /// Run the experiment for real. Teardown runs however the run ends.
 pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
-    let (dir, lock, state, to_run, resumed) = match resumable(&exp)? {
-        Some((d, l, s, t)) => (d, l, s, t, true),
-        None => {
-            let (d, l, s, t) = new_run(&exp, &settings)?;
-            (d, l, s, t, false)
-        }
+    let (Prepared { dir, lock, state, to_run }, resumed) = match resumable(&exp)? {
+        Some(p) => (p, true),
+        None => (new_run(&exp, &settings)?, false),
     };
     let _lock = lock;
     let run_id = state.run_id.clone();
@@ -140,6 +138,7 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
 
     printer::info(format!("run {run_id}: {} models", to_run.len()));
     let signals = tokio::spawn(watch_signals(run.clone()));
+    let progress = progress::Progress::start(&run);
     let result = match resumed {
         true => retire_earlier_attempts(&run).await,
         false => Ok(()),
@@ -151,6 +150,9 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
     if let Err(e) = &result {
         printer::error(format!("{e:#}"));
         run.stop.send_replace(Stop::Interrupt.max(*run.stop.borrow()));
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     teardown(&run).await;
     signals.abort();
@@ -184,11 +186,16 @@ pub fn is_loopback_url(url: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A run ready to supervise: its folder, its held lock, its state, and the models to start.
+struct Prepared {
+    dir: RunDir,
+    lock: RunLock,
+    state: RunState,
+    to_run: Vec<String>,
+}
+
 /// A fresh run: its folder, its lock, its state with every model pending.
-fn new_run(
-    exp: &Experiment,
-    settings: &Settings,
-) -> Result<(RunDir, RunLock, RunState, Vec<String>)> {
+fn new_run(exp: &Experiment, settings: &Settings) -> Result<Prepared> {
     let run_id = crate::state::new_run_id();
     let dir = RunDir::new(&exp.manifest_dir, &run_id);
     std::fs::create_dir_all(&dir.root)
@@ -213,14 +220,14 @@ fn new_run(
         models,
     };
     state.save(&dir)?;
-    let all = exp.models.iter().map(|m| m.alias.clone()).collect();
-    Ok((dir, lock, state, all))
+    let to_run = exp.models.iter().map(|m| m.alias.clone()).collect();
+    Ok(Prepared { dir, lock, state, to_run })
 }
 
 /// The latest run of this very manifest, when it was interrupted or crashed: applying again
 /// resumes it, starting only the models that did not finish, each capped at what remains of
 /// its budget. A run whose lock is held is being applied right now, and is refused.
-fn resumable(exp: &Experiment) -> Result<Option<(RunDir, RunLock, RunState, Vec<String>)>> {
+fn resumable(exp: &Experiment) -> Result<Option<Prepared>> {
     let Some((id, _)) = crate::state::list_runs(&exp.manifest_dir).into_iter().next() else {
         return Ok(None);
     };
@@ -252,7 +259,7 @@ fn resumable(exp: &Experiment) -> Result<Option<(RunDir, RunLock, RunState, Vec<
         to_run.len(),
         state.models.len()
     ));
-    Ok(Some((dir, lock, state, to_run)))
+    Ok(Some(Prepared { dir, lock, state, to_run }))
 }
 
 /// Before a resumed run starts anything, remove what its earlier attempt left (containers, and

@@ -257,13 +257,22 @@ async fn run_container(run: &Arc<Run>, m: &ModelSettings, key: Secret) -> Result
         child.stderr.take().map(|s| tokio::spawn(read_stderr(run.clone(), m.alias.clone(), s)));
 
     let timeout = run.exp.container.timeout;
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
-    if waited.is_err() {
-        let reason = format!("timeout: ran {}", crate::duration::Span(timeout));
-        record_intent(run, &m.alias, &reason, "timeout", "stop").await;
-        let _ = run.docker.stop(&id, run.exp.container.stop_grace).await;
-        let _ = child.wait().await;
+    let mut stop = run.stop.subscribe();
+    // An interrupt that lands while this container was being started finds it here: whatever
+    // the order of events, a stopping run kills what it started.
+    tokio::select! {
+        _ = child.wait() => {}
+        _ = tokio::time::sleep(timeout) => {
+            let reason = format!("timeout: ran {}", crate::duration::Span(timeout));
+            record_intent(run, &m.alias, &reason, "timeout", "stop").await;
+            let _ = run.docker.stop(&id, run.exp.container.stop_grace).await;
+        }
+        () = async { drop(stop.wait_for(|s| *s != Stop::No).await) } => {
+            record_intent(run, &m.alias, "interrupted", "interrupt", "kill").await;
+            let _ = run.docker.kill(&id).await;
+        }
     }
+    let _ = child.wait().await;
     let mut seen = Seen::default();
     if let Some(t) = out {
         seen = t.await.unwrap_or_default();
@@ -403,8 +412,13 @@ async fn conclude(run: &Arc<Run>, m: &ModelSettings, id: &str, seen: Seen) {
         Ok(s) => (s.exit_code, s.oom_killed),
         Err(_) => (-1, false),
     };
-    let cause =
-        exit_cause(code, oom, intent.as_ref().map(|i| (i.rule.as_str(), i.signal.as_str())));
+    let cause = match &inspected {
+        Err(e) if e.is_not_found() => "removed from outside before apf could read its end".into(),
+        Err(e) => format!("its end could not be read: {e}"),
+        Ok(_) => {
+            exit_cause(code, oom, intent.as_ref().map(|i| (i.rule.as_str(), i.signal.as_str())))
+        }
+    };
 
     let (status, note) = if let Some(i) = &intent {
         if i.rule == "interrupt" {

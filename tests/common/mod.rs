@@ -1,6 +1,9 @@
 //! Shared test harness: a real `apf sim` process on loopback, a real demo-agent image, the
 //! real `apf` binary, and helpers to ask docker and the simulator what is left behind.
+// Each test binary uses a different part of the harness.
 #![allow(dead_code)]
+// A failing test shows what apf printed; that is the point of these lines.
+#![allow(clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
