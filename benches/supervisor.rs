@@ -17,7 +17,9 @@ fn main() {
         return;
     }
     let apf = env!("CARGO_BIN_EXE_apf");
-    println!("models  cpu_s  cpu_pct  peak_rss_mb  key_listings  polls  listings_per_poll  other_requests");
+    println!(
+        "models  cpu_s  cpu_pct  peak_rss_mb  key_listings  polls  listings_per_poll  other_requests"
+    );
     for n in [1usize, 10, 20, 50] {
         let r = measure(apf, n);
         println!(
@@ -108,7 +110,13 @@ fn sample(pid: u32) -> Option<(f64, u64)> {
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some((ticks / 100.0, rss))
 }
 

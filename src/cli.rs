@@ -41,6 +41,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show a model's events and container output.
     Logs(LogsArgs),
+    /// Write a run's results and charts as one self-contained HTML page.
+    Report(ReportArgs),
     /// Revoke every key and remove every container a run left behind.
     Destroy(DestroyArgs),
     /// Serve a local OpenRouter-compatible API for dry runs and tests.
@@ -81,27 +83,43 @@ pub struct EndpointArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The manifest.
-    pub file: PathBuf,
+    /// The manifest. Without one, PREFLIGHT_MODELS and PREFLIGHT_BUDGET describe the field,
+    /// which can then be checked but not applied.
+    pub file: Option<PathBuf>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
-    /// The plan as JSON.
+    /// The plan as JSON (a versioned shape, the same as a saved plan's).
     #[arg(long)]
     pub json: bool,
+    /// Show everything: passed items of each check, and each model's key expiry, labels,
+    /// environment and worst-case overshoot.
+    #[arg(long)]
+    pub detail: bool,
+    /// Save the plan to FILE, for `apf apply FILE` to carry out exactly (terraform's `-out FILE`
+    /// is accepted too).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
     /// Exit 0 when there is nothing to do, 1 on error, 2 when there are actions.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Where `-out FILE` leaves its FILE: clap reads `-out` as `-o ut`.
+    #[arg(hide = true)]
+    pub rest: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The manifest.
+    /// The manifest, or a plan saved by `apf plan --out` (carried out exactly, without asking,
+    /// and refused when anything it saw has changed or it was applied already).
     pub file: PathBuf,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Show the whole plan before asking, as `apf plan --detail` does.
+    #[arg(long)]
+    pub detail: bool,
     /// Longest time to wait for final spend to settle after the agents stop.
     #[arg(long, default_value = "30s", value_parser = parse_span)]
     pub settle: crate::duration::Span,
@@ -120,33 +138,48 @@ pub struct RunSelector {
 pub struct StatusArgs {
     #[command(flatten)]
     pub select: RunSelector,
-    /// The table as JSON.
+    /// The field as JSON (a versioned shape); with --watch, one document a line.
     #[arg(long)]
     pub json: bool,
-    /// Refresh until the run ends.
-    #[arg(long)]
+    /// Refresh until the run ends: in place on a terminal, else one table after another.
+    #[arg(long, short = 'w')]
     pub watch: bool,
+    /// How often --watch refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_span, requires = "watch")]
+    pub interval: crate::duration::Span,
 }
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
-    /// The manifest whose runs to list.
+    /// The manifest whose runs to list (default: experiment.toml here).
     #[arg(long, short = 'f')]
     pub manifest: Option<PathBuf>,
+    /// The runs as JSON (a versioned shape).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The run id.
+    /// The run id, a unique part of one, or `latest`.
     pub run: String,
     /// The model's alias.
     pub alias: String,
     /// The manifest whose runs to look at.
     #[arg(long, short = 'm')]
     pub manifest: Option<PathBuf>,
-    /// Keep printing as the model writes.
+    /// Keep printing as the model writes, until it stops.
     #[arg(short, long)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub select: RunSelector,
+    /// Where to write the page (default: report.html in the run's folder; `-` for stdout).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

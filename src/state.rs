@@ -32,6 +32,9 @@ pub struct RunState {
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
     pub status: RunStatus,
+    /// How often the supervisor reads spend, so readers can tell a late reading.
+    #[serde(default)]
+    pub poll_every_ms: u64,
     #[serde(default)]
     pub note: Option<String>,
     pub models: BTreeMap<String, ModelState>,
@@ -126,6 +129,18 @@ pub struct ExitRecord {
     pub last_lines: Vec<String>,
 }
 
+/// Tokens of every request a model made, where apf saw them (in gateway mode, all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_prompt_tokens: u64,
+    pub cache_write_tokens: Option<u64>,
+    pub requests: u64,
+    /// Where the figures came from, e.g. "gateway".
+    pub source: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub events: u64,
@@ -166,8 +181,15 @@ pub struct ModelState {
     /// Set while spend readings fail: the last good reading is from `spent_read_at`.
     #[serde(default)]
     pub spend_stale: bool,
+    /// Set when the final spend was read until it stopped changing; until then `spent` (and any
+    /// overshoot) is provisional.
+    #[serde(default)]
+    pub spend_settled: bool,
     #[serde(default)]
     pub counts: Counts,
+    /// Token counts, when apf metered the requests itself (gateway mode).
+    #[serde(default)]
+    pub usage: Option<Usage>,
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -197,7 +219,9 @@ impl ModelState {
             attempts: 0,
             spent_read_at: None,
             spend_stale: false,
+            spend_settled: false,
             counts: Counts::default(),
+            usage: None,
             started_at: None,
             ended_at: None,
             last_event_at: None,
@@ -285,6 +309,11 @@ impl RunDir {
     /// `{"at": …, "spent": "…"}` per line, each time the model's spend changed.
     pub fn spend(&self, alias: &str) -> PathBuf {
         self.model(alias).join("spend.jsonl")
+    }
+
+    /// The container's output with times: `{"at", "stream": "stdout"|"stderr", "line"}`.
+    pub fn output_log(&self, alias: &str) -> PathBuf {
+        self.model(alias).join("output.jsonl")
     }
 
     pub fn log(&self, alias: &str) -> PathBuf {

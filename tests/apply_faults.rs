@@ -120,7 +120,9 @@ fn preflight_refuses_a_missing_image_before_anything_is_created() {
     let path = ws.write("experiment.toml", &text);
     let out = run(&mut apf(&sim, &["apply", "--auto-approve", path.to_str().unwrap()]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("apf-no-such-image:0 is not present locally"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("apf-no-such-image:0 is not present locally")
+    );
     assert!(!ws.path().join(".apf").exists(), "no run was started");
     assert!(sim.keys_named("apf/").is_empty(), "no key was made");
 }

@@ -317,3 +317,32 @@ async fn generations_are_visible_to_their_key_and_the_management_key_only() {
     assert_eq!(api.get(&path, api.admin()).await.status, 200);
     assert_eq!(api.get("/generation", Some(&mine)).await.status, 400);
 }
+
+#[tokio::test]
+async fn a_catalog_file_is_served_verbatim_and_junk_prices_are_not_billed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("catalog.toml");
+    let sample =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sim/catalog.toml"))
+            .expect("sample catalog");
+    let junk = "\n[[models]]\nid = \"acme/junk\"\nprompt = \"abc\"\ncompletion = \"0.000001\"\n";
+    std::fs::write(&file, format!("{sample}{junk}")).expect("write");
+    let catalog = apf::sim::Catalog::load(&file).expect("loads");
+    let api = Api::start(SimConfig { catalog, ..SimConfig::default() }).await;
+
+    let r = api.get("/model/acme/junk", None).await;
+    assert_eq!(r.body["data"]["pricing"]["prompt"], "abc", "served as published");
+    let r = api.get("/model/acme/router", None).await;
+    assert_eq!(r.body["data"]["pricing"]["prompt"], "-1");
+
+    let (key, _) = api.create_key("k", None).await;
+    let r = api.chat(&key, &ask("acme/junk", "hi", Some(5))).await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("acme/junk") && m.contains("prompt"))
+    );
+    let r = api.chat(&key, &ask("acme/router", "hi", Some(5))).await;
+    assert_eq!((r.status, r.body["model"].as_str()), (200, Some("acme/widget-mini")));
+}

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::expr::Counters;
-use crate::manifest::resolve::{EjectKind, EjectRule};
+use crate::manifest::resolve::{AllRule, EjectKind, EjectRule};
 use crate::money::Usd;
 use crate::state::Counts;
 
@@ -38,18 +38,30 @@ pub struct Verdict {
 }
 
 pub fn evaluate(rules: &[EjectRule], v: &View) -> Vec<Verdict> {
-    rules
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            check(&r.kind, v).map(|(reason, immediate)| Verdict {
-                rule: i,
-                reason,
-                warn_only: r.warn_only,
-                immediate,
-            })
+    evaluate_all(rules, &[], v)
+}
+
+/// Every rule that fires, including `all` rules (which fire when each of their members does).
+/// An `all` rule's index comes after the plain rules': `rules.len() + i`.
+pub fn evaluate_all(rules: &[EjectRule], all: &[AllRule], v: &View) -> Vec<Verdict> {
+    let plain = rules.iter().enumerate().filter_map(|(i, r)| {
+        check(&r.kind, v).map(|(reason, immediate)| Verdict {
+            rule: i,
+            reason,
+            warn_only: r.warn_only,
+            immediate,
         })
-        .collect()
+    });
+    let combined = all.iter().enumerate().filter_map(|(i, a)| {
+        let reasons: Option<Vec<String>> = a.of.iter().map(|k| check(k, v).map(|r| r.0)).collect();
+        reasons.map(|rs| Verdict {
+            rule: rules.len() + i,
+            reason: a.reason.clone().unwrap_or_else(|| rs.join(" and ")),
+            warn_only: a.warn_only,
+            immediate: false,
+        })
+    });
+    plain.chain(combined).collect()
 }
 
 fn check(kind: &EjectKind, v: &View) -> Option<(String, bool)> {
@@ -204,6 +216,25 @@ mod tests {
         let mut v = view();
         v.counts.errors = 4;
         assert_eq!(evaluate(&rules, &v)[0].reason, "broken sandbox");
+    }
+
+    #[test]
+    fn an_all_rule_fires_only_when_every_member_does() {
+        let all = vec![AllRule {
+            position: 0,
+            of: vec![
+                EjectKind::Idle { after: Duration::from_secs(60) },
+                EjectKind::WallClock { after: Duration::from_secs(5) },
+            ],
+            reason: None,
+            warn_only: false,
+        }];
+        let mut v = view();
+        assert!(evaluate_all(&[], &all, &v).is_empty(), "wall clock alone is not enough");
+        v.idle = Duration::from_secs(61);
+        let verdicts = evaluate_all(&[], &all, &v);
+        assert_eq!(verdicts.len(), 1);
+        assert!(verdicts[0].reason.contains(" and "), "{}", verdicts[0].reason);
     }
 
     #[test]

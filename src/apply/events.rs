@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::manifest::resolve::EventMapping;
+use crate::manifest::resolve::{EventClass, EventMapping};
 
 /// What one stdout line was.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,13 +41,12 @@ pub fn parse(line: &str, mapping: &EventMapping) -> Line {
     let Some(kind) = body.get("type").and_then(Value::as_str).map(str::to_string) else {
         return Line::Log(line.to_string());
     };
-    let is = |list: &[String]| list.contains(&kind);
     let class = Class {
-        tool_call: is(&mapping.tool_call),
-        snapshot: is(&mapping.snapshot),
-        progress: is(&mapping.progress),
-        error: is(&mapping.error) || failed_tool(&kind, &body),
-        done: is(&mapping.done),
+        tool_call: mapping.matches(EventClass::ToolCall, &body),
+        snapshot: mapping.matches(EventClass::Snapshot, &body),
+        progress: mapping.matches(EventClass::Progress, &body),
+        error: mapping.matches(EventClass::Error, &body) || failed_tool(&kind, &body),
+        done: mapping.matches(EventClass::Done, &body),
     };
     Line::Event(Event { kind, body, class })
 }

@@ -14,7 +14,9 @@
 pub mod budget_file;
 pub mod eject;
 pub mod events;
+mod metering;
 mod model;
+pub use model::{KEY_EXPIRY_MARGIN, container_name, key_name};
 mod poll;
 mod progress;
 pub mod results;
@@ -68,6 +70,8 @@ pub(crate) struct Run {
     pub no_credits: AtomicBool,
     pub network: Option<String>,
     pub settle: Duration,
+    /// The metering gateway, in gateway mode.
+    pub metering: Option<metering::Metering>,
 }
 
 /// What apf knows of a model while it runs and does not persist.
@@ -108,6 +112,12 @@ pub struct Outcome {
 
 /// Run the experiment for real. Teardown runs however the run ends.
 pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
+    let metering = match exp.budget.enforce {
+        crate::manifest::resolve::Enforce::Gateway => {
+            Some(metering::Metering::start(&exp, &settings.base_url).await?)
+        }
+        crate::manifest::resolve::Enforce::Key => None,
+    };
     let (Prepared { dir, lock, state, to_run }, resumed) = match resumable(&exp)? {
         Some(p) => (p, true),
         None => (new_run(&exp, &settings)?, false),
@@ -119,7 +129,11 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
         run_id.as_bytes(),
     )?;
 
-    let network = network_for(&exp, &settings.base_url);
+    // The gateway listens on loopback, which only the host's network reaches.
+    let network = match metering {
+        Some(_) => Some("host".to_string()),
+        None => network_for(&exp, &settings.base_url),
+    };
     let live = exp.models.iter().map(|m| (m.alias.clone(), Live::new())).collect();
     let (stop, _) = watch::channel(Stop::No);
     let run = Arc::new(Run {
@@ -133,12 +147,14 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
         no_credits: AtomicBool::new(false),
         network,
         settle: settings.settle,
+        metering,
         exp,
     });
 
     printer::info(format!("run {run_id}: {} models", to_run.len()));
     let signals = tokio::spawn(watch_signals(run.clone()));
     let progress = progress::Progress::start(&run);
+    let follower = tokio::spawn(metering::follow(run.clone()));
     let result = match resumed {
         true => retire_earlier_attempts(&run).await,
         false => Ok(()),
@@ -155,6 +171,7 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
         p.finish();
     }
     teardown(&run).await;
+    follower.abort();
     signals.abort();
 
     let state = run.state.lock().await.clone();
@@ -216,6 +233,7 @@ fn new_run(exp: &Experiment, settings: &Settings) -> Result<Prepared> {
         started_at: Utc::now(),
         finished_at: None,
         status: RunStatus::Running,
+        poll_every_ms: u64::try_from(exp.budget.poll_every.as_millis()).unwrap_or(u64::MAX),
         note: None,
         models,
     };
@@ -426,6 +444,9 @@ pub(crate) async fn disable_key(run: &Run, alias: &str) {
             .filter(|k| !k.revoked)
             .map(|k| k.hash.clone())
     };
+    if let Some(m) = &run.metering {
+        m.revoke(alias).await;
+    }
     let Some(hash) = hash else { return };
     let body = wire::UpdateKey { disabled: Some(true), ..Default::default() };
     match run.client.update_key(&run.mgmt, &hash, &body).await {
@@ -441,12 +462,20 @@ pub(crate) async fn disable_key(run: &Run, alias: &str) {
 async fn teardown(run: &Arc<Run>) {
     // Anything still running is stopped first: nothing may outlive apply.
     interrupt_all(run).await;
+    if let Some(m) = &run.metering {
+        m.shutdown().await;
+    }
     let aliases: Vec<String> = run.exp.models.iter().map(|m| m.alias.clone()).collect();
     for alias in &aliases {
         disable_key(run, alias).await;
     }
-    if *run.stop.borrow() != Stop::Hurry {
-        poll::settle(run).await;
+    let settled = *run.stop.borrow() != Stop::Hurry && poll::settle(run).await;
+    if settled {
+        let mut state = run.state.lock().await;
+        for m in state.models.values_mut().filter(|m| m.key.is_some()) {
+            m.spend_settled = true;
+        }
+        save(run, &state);
     }
     revoke_keys(run).await;
     remove_containers(run).await;

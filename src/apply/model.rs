@@ -20,7 +20,7 @@ use crate::secret::Secret;
 use crate::state::{ContainerRecord, ExitRecord, KeyRecord, ModelStatus};
 
 /// Keys outlive the run's timeout by this much, so a key left behind by a crash expires soon.
-const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(15 * 60);
+pub const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 pub(crate) async fn run_model(
     run: Arc<Run>,
@@ -136,7 +136,13 @@ pub fn container_name(experiment: &str, run_id: &str, alias: &str) -> String {
     format!("apf-{experiment}-{run_id}-{alias}")
 }
 
-fn spec(run: &Run, m: &ModelSettings, run_id: &str, key: Secret) -> Result<ContainerSpec, String> {
+fn spec(
+    run: &Run,
+    m: &ModelSettings,
+    run_id: &str,
+    key: Secret,
+    base_url: &str,
+) -> Result<ContainerSpec, String> {
     let exp = &run.exp;
     let mut env = std::collections::BTreeMap::new();
     for (k, v) in exp.container.env.iter().chain(m.env.iter()) {
@@ -150,7 +156,7 @@ fn spec(run: &Run, m: &ModelSettings, run_id: &str, key: Secret) -> Result<Conta
         }
         env.insert(k.clone(), value);
     }
-    env.insert("OPENROUTER_BASE_URL".into(), run.client.base_url().to_string());
+    env.insert("OPENROUTER_BASE_URL".into(), base_url.to_string());
     env.insert("APF_MODEL".into(), m.id.clone());
     env.insert("APF_ALIAS".into(), m.alias.clone());
     env.insert("APF_RUN".into(), run_id.to_string());
@@ -202,7 +208,20 @@ async fn run_container(run: &Arc<Run>, m: &ModelSettings, key: Secret) -> Result
     let run_id = run.state.lock().await.run_id.clone();
     run.dir.create_model(&m.alias).map_err(|e| format!("{e:#}"))?;
     super::poll::write_budget(run, &m.alias).await;
-    let spec = spec(run, m, &run_id, key)?;
+    // In gateway mode the container holds a gateway token; the real key stays in apf.
+    let (key, base_url) = match &run.metering {
+        Some(g) => {
+            let cap = {
+                let state = run.state.lock().await;
+                state.models.get(&m.alias).and_then(|s| s.key.as_ref()).map(|k| k.limit)
+            };
+            let cap = cap.ok_or("has no key")?;
+            let token = g.register(&m.alias, key, cap).await.map_err(|e| format!("{e:#}"))?;
+            (token, g.base_url().to_string())
+        }
+        None => (key, run.client.base_url().to_string()),
+    };
+    let spec = spec(run, m, &run_id, key, &base_url)?;
     let id = run
         .docker
         .create(&spec)
@@ -300,6 +319,7 @@ async fn read_stdout(run: Arc<Run>, alias: String, stdout: tokio::process::Child
     let mut seen = Seen::default();
     let mut events_file = open_append(&run.dir.events(&alias)).await;
     let mut log_file = open_append(&run.dir.log(&alias)).await;
+    let mut timed = open_append(&run.dir.output_log(&alias)).await;
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match events::parse(&line, &run.exp.events) {
@@ -318,7 +338,9 @@ async fn read_stdout(run: Arc<Run>, alias: String, stdout: tokio::process::Child
                 count(&run, &alias, &e).await;
             }
             Line::Log(text) => {
-                write_line(&mut log_file, &crate::secret::redact(&text)).await;
+                let text = crate::secret::redact(&text);
+                write_timed(&mut timed, "stdout", &text).await;
+                write_line(&mut log_file, &text).await;
                 let mut state = run.state.lock().await;
                 if let Some(ms) = state.models.get_mut(&alias) {
                     ms.counts.log_lines += 1;
@@ -378,14 +400,21 @@ async fn count(run: &Run, alias: &str, e: &events::Event) {
 
 async fn read_stderr(run: Arc<Run>, alias: String, stderr: tokio::process::ChildStderr) {
     let mut log_file = open_append(&run.dir.log(&alias)).await;
+    let mut timed = open_append(&run.dir.output_log(&alias)).await;
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        write_timed(&mut timed, "stderr", &crate::secret::redact(&line)).await;
         write_line(&mut log_file, &format!("[stderr] {}", crate::secret::redact(&line))).await;
     }
 }
 
 async fn open_append(path: &std::path::Path) -> Option<tokio::fs::File> {
     tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.ok()
+}
+
+async fn write_timed(file: &mut Option<tokio::fs::File>, stream: &str, line: &str) {
+    let record = serde_json::json!({ "at": Utc::now(), "stream": stream, "line": line });
+    write_line(file, &record.to_string()).await;
 }
 
 async fn write_line(file: &mut Option<tokio::fs::File>, text: &str) {

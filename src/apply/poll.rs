@@ -112,7 +112,7 @@ async fn apply_rules(run: &Arc<Run>) {
             .collect()
     };
     for (alias, view, warned) in views {
-        let verdicts = eject::evaluate(&run.exp.eject, &view);
+        let verdicts = eject::evaluate_all(&run.exp.eject, &run.exp.eject_all, &view);
         for v in verdicts.iter().filter(|v| v.warn_only && !warned.contains(&v.rule)) {
             printer::warn(format!("{alias}: {}", v.reason));
             let mut state = run.state.lock().await;
@@ -140,7 +140,7 @@ async fn eject_model(run: &Arc<Run>, alias: &str, v: eject::Verdict) {
         l.ejecting = true;
     }
     let Some(id) = container else { return };
-    let rule = rule_name(&run.exp.eject[v.rule].kind);
+    let rule = run.exp.eject.get(v.rule).map_or("all", |r| rule_name(&r.kind));
     let signal = if v.immediate { "kill" } else { "stop" };
     printer::info(format!("{alias}: ejecting ({})", v.reason));
     record_intent(run, alias, &v.reason, rule, signal).await;
@@ -219,8 +219,9 @@ pub(crate) async fn write_budget(run: &Run, alias: &str) {
 const QUIET: Duration = Duration::from_secs(3);
 
 /// Read spend until it has not changed for [`QUIET`], so late settlements are counted
-/// (HAZARDS H3). Bounded by the run's settle time; a second Ctrl-C cuts it short.
-pub(crate) async fn settle(run: &Run) {
+/// (HAZARDS H3). Bounded by the run's settle time; a second Ctrl-C cuts it short. Returns
+/// whether spend did settle.
+pub(crate) async fn settle(run: &Run) -> bool {
     let deadline = Instant::now() + run.settle;
     let every = run.exp.budget.poll_every.clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut previous: Option<Vec<Usd>> = None;
@@ -232,9 +233,10 @@ pub(crate) async fn settle(run: &Run) {
                 quiet_since = Instant::now();
                 previous = Some(now);
             } else if quiet_since.elapsed() >= QUIET {
-                return;
+                return true;
             }
         }
         tokio::time::sleep(every).await;
     }
+    false
 }

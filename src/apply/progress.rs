@@ -58,7 +58,8 @@ async fn draw(run: &Run, lines: &BTreeMap<String, ProgressBar>) {
     let now = chrono::Utc::now();
     for (alias, bar) in lines {
         let Some(m) = state.models.get(alias) else { continue };
-        let elapsed = m.started_at.map(|s| (m.ended_at.unwrap_or(now) - s).num_seconds()).unwrap_or(0);
+        let elapsed =
+            m.started_at.map(|s| (m.ended_at.unwrap_or(now) - s).num_seconds()).unwrap_or(0);
         let status = match m.status {
             ModelStatus::Running => printer::green("running"),
             ModelStatus::Done => printer::green("done"),

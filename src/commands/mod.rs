@@ -42,6 +42,7 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
         Command::Status(a) => runs::status(&a).await,
         Command::Runs(a) => runs::runs(&a),
         Command::Logs(a) => runs::logs(&a).await,
+        Command::Report(a) => runs::report(&a),
         Command::Destroy(a) => destroy::destroy(&a).await,
         Command::Sim(a) => crate::sim::run(a).await.map(|_| exit::OK),
         Command::Completions { shell } => {

@@ -15,15 +15,16 @@ pub fn validate(a: &cli::ValidateArgs) -> Result<i32> {
         Ok(exp) => {
             if a.json {
                 let v = serde_json::json!({
-                    "format_version": 1, "file": a.file.display().to_string(), "valid": true, "problems": []
+                    "format_version": 1,
+                    "file": a.file.display().to_string(),
+                    "valid": true,
+                    "problems": [],
                 });
                 printer::data(v.to_string());
             } else {
-                printer::info(format!(
-                    "{} is valid: {} models",
-                    a.file.display(),
-                    exp.models.len()
-                ));
+                let n = exp.models.len();
+                let plural = if n == 1 { "" } else { "s" };
+                printer::info(format!("{} is valid: {n} model{plural}", a.file.display()));
             }
             Ok(exit::OK)
         }
@@ -33,6 +34,28 @@ pub fn validate(a: &cli::ValidateArgs) -> Result<i32> {
             } else {
                 show_manifest_error(&e);
             }
+            Ok(exit::ERROR)
+        }
+        Err(e @ LoadError::Read { .. }) if a.json => {
+            // Editors parse stdout: an unreadable file is a problem in the same shape.
+            let v = serde_json::json!({
+                "format_version": 1,
+                "file": a.file.display().to_string(),
+                "valid": false,
+                "problems": [{
+                    "severity": "error",
+                    "message": format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()),
+                    "label": "",
+                    "help": null,
+                    "range": {
+                        "start": { "line": 1, "column": 1 },
+                        "end": { "line": 1, "column": 1 },
+                        "offset": 0,
+                        "length": 0,
+                    },
+                }],
+            });
+            printer::data(v.to_string());
             Ok(exit::ERROR)
         }
         Err(e @ LoadError::Read { .. }) => Err(e.into()),

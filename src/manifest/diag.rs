@@ -253,17 +253,95 @@ impl<'a> Node<'a> {
     }
 }
 
+/// The bytes of the file that hold `decoded` (a range of a string value's decoded text), given
+/// the span of the whole value as written, quotes included. Escapes, literal strings and
+/// multi-line strings are walked so a position inside an expression lands on the same
+/// character in the TOML. Falls back to the value's span when it is not a string.
+pub fn string_span(source: &str, value: Range<usize>, decoded: Range<usize>) -> Range<usize> {
+    let Some(raw) = source.get(value.clone()) else { return value };
+    let (open, literal, multiline) = if raw.starts_with("\"\"\"") {
+        (3, false, true)
+    } else if raw.starts_with("'''") {
+        (3, true, true)
+    } else if raw.starts_with('"') {
+        (1, false, false)
+    } else if raw.starts_with('\'') {
+        (1, true, false)
+    } else {
+        return value;
+    };
+    let mut body = open.min(raw.len());
+    if multiline {
+        if raw[body..].starts_with("\r\n") {
+            body += 2;
+        } else if raw[body..].starts_with('\n') {
+            body += 1;
+        }
+    }
+    let close = raw.len().saturating_sub(open).max(body);
+    let content = &raw[body..close];
+    let start = value.start + body + raw_offset(content, decoded.start, literal, multiline);
+    let end = value.start + body + raw_offset(content, decoded.end, literal, multiline);
+    let limit = value.start + close.max(body + 1);
+    start.min(limit.saturating_sub(1))..end.max(start + 1).min(limit)
+}
+
+/// The offset in `content` (a string's body as written) of byte `target` of its decoded text.
+fn raw_offset(content: &str, target: usize, literal: bool, multiline: bool) -> usize {
+    if literal {
+        return floor_char_boundary(content, target.min(content.len()));
+    }
+    let bytes = content.as_bytes();
+    let (mut raw, mut decoded) = (0usize, 0usize);
+    while raw < bytes.len() && decoded < target {
+        if bytes[raw] != b'\\' {
+            let width = content[raw..].chars().next().map_or(1, char::len_utf8);
+            raw += width;
+            decoded += width;
+            continue;
+        }
+        let next = bytes.get(raw + 1).copied().unwrap_or(b' ');
+        let (consumed, produced) = match next {
+            b'u' => (6, unicode_width(content.get(raw + 2..raw + 6))),
+            b'U' => (10, unicode_width(content.get(raw + 2..raw + 10))),
+            b'x' => (4, unicode_width(content.get(raw + 2..raw + 4))),
+            b' ' | b'\t' | b'\r' | b'\n' if multiline => {
+                // A line-ending backslash swallows the whitespace that follows it.
+                let rest = &content[raw + 1..];
+                let skip = rest.find(|c: char| !c.is_whitespace()).unwrap_or(rest.len());
+                (1 + skip, 0)
+            }
+            _ => (2, 1),
+        };
+        raw += consumed;
+        decoded += produced;
+    }
+    floor_char_boundary(content, raw.min(content.len()))
+}
+
+fn unicode_width(hex: Option<&str>) -> usize {
+    hex.and_then(|h| u32::from_str_radix(h, 16).ok())
+        .and_then(char::from_u32)
+        .map_or(1, char::len_utf8)
+}
+
 /// The closest of `candidates` to `word`, when it is close enough to suggest.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    // Edit distance catches short words ("r0" for "ro") that similarity scores miss; the
+    // score breaks ties and catches longer near misses.
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .filter_map(|c| {
+            let distance = strsim::damerau_levenshtein(word, c);
+            let score = strsim::jaro_winkler(word, c);
+            let allowed = (word.chars().count().max(c.chars().count()) / 4).max(1);
+            (distance <= allowed || score > 0.85).then_some((distance, score, c))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, c)| c)
 }
 
 #[cfg(test)]
@@ -288,6 +366,27 @@ mod tests {
         assert_eq!(&src[v], "\"x\"");
         let k = loc.key(&[Seg::Key("budget"), Seg::Key("per_model_usd")]);
         assert_eq!(&src[k], "per_model_usd");
+    }
+
+    #[test]
+    fn string_spans_land_inside_the_toml_string() {
+        let cases = [
+            "x = \"tool_calls > oops\"\n",
+            "x = 'tool_calls > oops'\n",
+            "x = \"\\\"a\\\" == oops\"\n",
+            "x = \"\\u00e9 == oops\"\n",
+            "x = \"\"\"\ntool_calls >\n  oops\"\"\"\n",
+            "x = \"\"\"a \\\n    b oops\"\"\"\n",
+            "x = '''\nab oops'''\n",
+        ];
+        for src in cases {
+            let doc: toml::Table = toml::from_str(src).unwrap();
+            let decoded = doc["x"].as_str().unwrap();
+            let at = decoded.find("oops").unwrap();
+            let value = src.find(" = ").unwrap() + 3..src.len() - 1;
+            let span = string_span(src, value, at..at + 4);
+            assert_eq!(&src[span], "oops", "{src:?}");
+        }
     }
 
     #[test]

@@ -1,23 +1,29 @@
 //! The resolved experiment: what the rest of apf works from. Resolution applies every default
-//! (in this one place), makes paths absolute against the manifest's folder, compiles
-//! conditions, and checks every rule that spans fields. It collects all problems rather than
-//! stopping at the first.
+//! (in this one place), makes paths absolute against the manifest's folder, compiles and
+//! type-checks conditions, and checks every rule that spans fields or needs the disk.
+//!
+//! It works on [`Sections`]: whatever parts of the manifest deserialised, so a file with a
+//! structural error in one table still gets its other tables checked, and every problem is
+//! reported at once. An [`Experiment`] comes out only when every part parsed and no check
+//! failed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::diag::{Locator, Problem, Seg, did_you_mean};
+use super::diag::{Locator, Problem, Seg, did_you_mean, string_span};
 use super::raw;
 use crate::duration::Span;
-use crate::expr::Condition;
+use crate::expr::{self, Condition, Vocabulary};
 use crate::money::Usd;
 
-pub use raw::{BudgetMode, CheckName, Network};
+pub use raw::{BudgetMode, CheckName, Enforce, Network};
 
 /// Where the agent's output folder is mounted; apf owns it.
 pub const OUTPUT_DIR: &str = "/workspace/output";
@@ -30,6 +36,20 @@ pub const RESERVED_ENV: &[&str] = &[
     "APF_ALIAS",
     "APF_RUN",
     "APF_EXPERIMENT",
+];
+
+/// Host variables that hold OpenRouter keys by convention, besides the ones a manifest names in
+/// `[openrouter]`.
+const KEY_VARIABLES: &[&str] = &["OR_ADMIN_KEY", "OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY"];
+
+/// The checks run when a manifest names none.
+pub const DEFAULT_CHECKS: &[CheckName] = &[
+    CheckName::Balance,
+    CheckName::Math,
+    CheckName::Models,
+    CheckName::ToolSupport,
+    CheckName::KeySmoke,
+    CheckName::DockerImage,
 ];
 
 #[derive(Debug, Clone)]
@@ -45,8 +65,19 @@ pub struct Experiment {
     pub container: ContainerSettings,
     pub models: Vec<ModelSettings>,
     pub preflight: PreflightSettings,
+    /// Rules of which any one ejects (or warns), in manifest order without the `all` rules.
     pub eject: Vec<EjectRule>,
+    /// `rule = "all"` rules: each fires only when every one of its kinds does.
+    pub eject_all: Vec<AllRule>,
     pub events: EventMapping,
+}
+
+impl Experiment {
+    /// Whether this experiment came from `PREFLIGHT_*` variables rather than a manifest: it
+    /// has no image, so it can be planned (preflight) but not applied.
+    pub fn is_manifest_less(&self) -> bool {
+        self.manifest_path.file_name().is_some_and(|n| n == super::preflight_env::PSEUDO_FILE)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +93,7 @@ pub struct BudgetSettings {
     pub inject_every: Duration,
     pub poll_every: Duration,
     pub kill_at: Decimal,
+    pub enforce: raw::Enforce,
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +142,26 @@ pub struct PreflightSettings {
     pub min_balance: Usd,
     pub common_required_params: Vec<String>,
     pub required_params: BTreeMap<String, Vec<String>>,
-    pub custom: Vec<raw::CustomCheck>,
+    /// Custom checks that run a command, in manifest order.
+    pub custom: Vec<CommandCheck>,
+    /// Custom checks that are conditions over the fetched data ([`expr::PREFLIGHT`]), in
+    /// manifest order; evaluate each with [`Condition::holds_for_check`].
+    pub custom_expr: Vec<ExprCheck>,
+}
+
+/// A custom check that runs a command from the manifest's folder, without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandCheck {
+    pub name: String,
+    /// The program and its arguments; never empty.
+    pub run: Vec<String>,
+}
+
+/// A custom check that is a condition over what preflight fetched.
+#[derive(Debug, Clone)]
+pub struct ExprCheck {
+    pub name: String,
+    pub condition: Condition,
 }
 
 /// An eject rule, resolved.
@@ -130,10 +181,22 @@ pub enum EjectKind {
     Expr { when: Condition, reason: String },
 }
 
-impl EjectRule {
-    /// The rule in words, for plans and reports.
+/// `rule = "all"`: fires when every kind in `of` fires at the same evaluation.
+#[derive(Debug, Clone)]
+pub struct AllRule {
+    /// Index of this rule in the manifest's `[[eject]]` list, for messages.
+    pub position: usize,
+    /// At least two kinds. An `Expr` kind here has its condition's text as its `reason`.
+    pub of: Vec<EjectKind>,
+    /// The reason to record; when `None`, join the reasons of the kinds with " and ".
+    pub reason: Option<String>,
+    pub warn_only: bool,
+}
+
+impl EjectKind {
+    /// The condition in words, without "eject" or "warn".
     pub fn describe(&self) -> String {
-        let text = match &self.kind {
+        match self {
             EjectKind::BudgetExceeded => "when spend reaches the budget".to_string(),
             EjectKind::Idle { after } => {
                 format!("when idle (no events, no spend) for {}", Span(*after))
@@ -150,12 +213,34 @@ impl EjectRule {
                 format!("when {pct}% of the budget is spent with no progress event")
             }
             EjectKind::WallClock { after } => format!("after {} of wall-clock time", Span(*after)),
+            EjectKind::Expr { when, reason } if reason.is_empty() || reason == when.source() => {
+                format!("when {}", when.source())
+            }
             EjectKind::Expr { when, reason } => format!("when {} ({reason})", when.source()),
-        };
+        }
+    }
+}
+
+impl EjectRule {
+    /// The rule in words, for plans and reports.
+    pub fn describe(&self) -> String {
+        let text = self.kind.describe();
         if self.warn_only { format!("warn {text}") } else { format!("eject {text}") }
     }
 }
 
+impl AllRule {
+    /// The rule in words, for plans and reports.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self.of.iter().map(EjectKind::describe).collect();
+        let verb = if self.warn_only { "warn" } else { "eject" };
+        let why = self.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+        format!("{verb} when all hold: {}{why}", parts.join("; "))
+    }
+}
+
+/// Which events count for what: type names, and conditions over the event. An event counts
+/// for a class when its `type` is one of the names or any condition holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventMapping {
     pub tool_call: Vec<String>,
@@ -163,6 +248,79 @@ pub struct EventMapping {
     pub progress: Vec<String>,
     pub error: Vec<String>,
     pub done: Vec<String>,
+    /// The `{ expr = ... }` entries of each list.
+    pub exprs: EventExprs,
+}
+
+/// Conditions over the event, per class.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventExprs {
+    pub tool_call: Vec<EventMatcher>,
+    pub snapshot: Vec<EventMatcher>,
+    pub progress: Vec<EventMatcher>,
+    pub error: Vec<EventMatcher>,
+    pub done: Vec<EventMatcher>,
+}
+
+/// What an event may count as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    ToolCall,
+    Snapshot,
+    Progress,
+    Error,
+    Done,
+}
+
+/// A compiled `{ expr = "..." }` over one event ([`expr::EVENT`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct EventMatcher(Condition);
+
+impl EventMatcher {
+    /// Compile a condition over `event`, as the manifest does.
+    pub fn compile(source: &str) -> Result<EventMatcher, crate::expr::ExprError> {
+        Condition::compile_in(source, &expr::EVENT).map(EventMatcher)
+    }
+
+    /// Whether the condition holds for this event. A condition that fails on it (a missing
+    /// field, a wrong type) does not match.
+    pub fn matches(&self, event: &serde_json::Map<String, serde_json::Value>) -> bool {
+        match self.0.holds_for_event(event) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!("event expression: {e}");
+                false
+            }
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        self.0.source()
+    }
+}
+
+impl EventMapping {
+    /// Whether `event` (a JSON object with a `type`) counts for `class`.
+    pub fn matches(
+        &self,
+        class: EventClass,
+        event: &serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        let (names, exprs) = self.class(class);
+        let kind = event.get("type").and_then(serde_json::Value::as_str);
+        kind.is_some_and(|k| names.iter().any(|n| n == k)) || exprs.iter().any(|m| m.matches(event))
+    }
+
+    fn class(&self, class: EventClass) -> (&[String], &[EventMatcher]) {
+        match class {
+            EventClass::ToolCall => (&self.tool_call, &self.exprs.tool_call),
+            EventClass::Snapshot => (&self.snapshot, &self.exprs.snapshot),
+            EventClass::Progress => (&self.progress, &self.exprs.progress),
+            EventClass::Error => (&self.error, &self.exprs.error),
+            EventClass::Done => (&self.done, &self.exprs.done),
+        }
+    }
 }
 
 impl Default for EventMapping {
@@ -175,45 +333,186 @@ impl Default for EventMapping {
             progress: v(&["progress", "snapshot", "tool_execution_end", "turn_end"]),
             error: v(&["error"]),
             done: v(&["done", "agent_end"]),
+            exprs: EventExprs::default(),
         }
     }
 }
 
-/// Everything resolution needs besides the parsed manifest.
+/// The parts of a manifest that deserialised. A part that is missing or malformed is `None`;
+/// `complete` says whether every part is there.
+#[derive(Debug, Default)]
+pub struct Sections {
+    pub complete: bool,
+    pub version: Option<u32>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub openrouter: Option<raw::OpenRouter>,
+    pub budget: Option<raw::Budget>,
+    pub container: Option<raw::Container>,
+    /// When `container` did not parse: the mounts and env entries that did, by index or name.
+    pub loose_mounts: Vec<(usize, raw::Mount)>,
+    pub loose_env: BTreeMap<String, raw::EnvValue>,
+    pub models: Vec<Option<raw::Model>>,
+    pub preflight: Option<raw::Preflight>,
+    pub eject: Vec<Option<raw::EjectRule>>,
+    pub events: Option<raw::Events>,
+}
+
+impl Sections {
+    /// Deserialise each part of `table` on its own, keeping what parses.
+    pub fn salvage(table: &toml::Table) -> Sections {
+        let mut complete = true;
+        let mut required = |v: Option<&toml::Value>| -> Option<toml::Value> {
+            if v.is_none() {
+                complete = false;
+            }
+            v.cloned()
+        };
+        let version = required(table.get("version"));
+        let name = required(table.get("name"));
+        let budget = required(table.get("budget"));
+        let container = required(table.get("container"));
+        let models = required(table.get("models"));
+
+        let mut s = Sections {
+            version: part(version, &mut complete),
+            name: part(name, &mut complete),
+            description: part(table.get("description").cloned(), &mut complete),
+            openrouter: part(table.get("openrouter").cloned(), &mut complete),
+            budget: part(budget, &mut complete),
+            container: part(container, &mut complete),
+            preflight: part(table.get("preflight").cloned(), &mut complete),
+            events: part(table.get("events").cloned(), &mut complete),
+            ..Sections::default()
+        };
+        s.models = items(models.as_ref(), &mut complete);
+        s.eject = items(table.get("eject"), &mut complete);
+        if s.container.is_none()
+            && let Some(toml::Value::Table(c)) = table.get("container")
+        {
+            if let Some(toml::Value::Array(mounts)) = c.get("mounts") {
+                s.loose_mounts = mounts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| m.clone().try_into().ok().map(|m| (i, m)))
+                    .collect();
+            }
+            if let Some(toml::Value::Table(env)) = c.get("env") {
+                s.loose_env = env
+                    .iter()
+                    .filter_map(|(k, v)| v.clone().try_into().ok().map(|v| (k.clone(), v)))
+                    .collect();
+            }
+        }
+        let known = [
+            "version",
+            "name",
+            "description",
+            "openrouter",
+            "budget",
+            "container",
+            "models",
+            "preflight",
+            "eject",
+            "events",
+        ];
+        if table.keys().any(|k| !known.contains(&k.as_str())) {
+            complete = false;
+        }
+        s.complete = complete;
+        s
+    }
+}
+
+/// An optional part: `None` when absent (fine) or when it does not parse (not complete).
+fn part<T: DeserializeOwned>(v: Option<toml::Value>, complete: &mut bool) -> Option<T> {
+    let v = v?;
+    match v.try_into() {
+        Ok(t) => Some(t),
+        Err(_) => {
+            *complete = false;
+            None
+        }
+    }
+}
+
+/// An array of tables, element by element.
+fn items<T: DeserializeOwned>(v: Option<&toml::Value>, complete: &mut bool) -> Vec<Option<T>> {
+    match v {
+        None => Vec::new(),
+        Some(toml::Value::Array(xs)) => xs
+            .iter()
+            .map(|x| {
+                let t = x.clone().try_into().ok();
+                if t.is_none() {
+                    *complete = false;
+                }
+                t
+            })
+            .collect(),
+        Some(_) => {
+            *complete = false;
+            Vec::new()
+        }
+    }
+}
+
+/// Everything resolution needs besides the parsed parts.
 pub struct Input<'a> {
-    pub manifest: raw::Manifest,
+    pub sections: Sections,
     pub path: &'a Path,
     pub source: &'a str,
     pub locator: &'a Locator,
 }
 
-/// Resolve, collecting every problem.
-pub fn resolve(input: Input<'_>) -> Result<Experiment, Vec<Problem>> {
-    let mut r =
-        Resolver { loc: input.locator, problems: Vec::new(), dir: manifest_dir(input.path) };
-    let m = input.manifest;
+/// Resolve what parsed, collecting every problem. The experiment is `Some` only when every
+/// part parsed and nothing is wrong.
+pub fn resolve(input: Input<'_>) -> (Option<Experiment>, Vec<Problem>) {
+    let mut r = Resolver {
+        loc: input.locator,
+        source: input.source,
+        problems: Vec::new(),
+        dir: manifest_dir(input.path),
+        key_vars: Vec::new(),
+    };
+    let s = input.sections;
 
-    if m.version != 1 {
+    if let Some(v) = s.version
+        && v != 1
+    {
         r.problem(
             r.value(&[Seg::Key("version")]),
-            format!("manifest version {} is not supported", m.version),
-            "apf reads version 1",
+            format!("manifest version {v} is not supported"),
+            "apf reads version 1: write `version = 1`",
         );
     }
-    let openrouter = resolve_openrouter(m.openrouter);
-    let budget = r.budget(&m.budget);
-    let container = r.container(&m.container);
-    let models = r.models(&m.models, m.budget.per_model_usd);
-    let preflight = r.preflight(m.preflight.unwrap_or_default());
-    let eject = r.eject(&m.eject);
-    let events = resolve_events(m.events.unwrap_or_default());
+    let openrouter = resolve_openrouter(s.openrouter);
+    r.key_vars = key_variables(&openrouter);
+    let budget = s.budget.as_ref().map(|b| r.budget(b));
+    let container = match &s.container {
+        Some(c) => Some(r.container(c)),
+        None => {
+            r.loose_container(&s.loose_mounts, &s.loose_env);
+            None
+        }
+    };
+    let per_model = s.budget.as_ref().map(|b| b.per_model_usd);
+    let models = r.models(&s.models, per_model);
+    let preflight = r.preflight(s.preflight.unwrap_or_default(), &s.models);
+    let (eject, eject_all) = r.eject(&s.eject);
+    let events = r.events(s.events.unwrap_or_default());
 
-    if !r.problems.is_empty() {
-        return Err(r.problems);
+    if !s.complete || !r.problems.is_empty() {
+        return (None, r.problems);
     }
-    Ok(Experiment {
-        name: m.name,
-        description: m.description,
+    let (Some(name), Some(budget), Some(container), Some(models)) =
+        (s.name, budget, container, models)
+    else {
+        return (None, r.problems);
+    };
+    let exp = Experiment {
+        name,
+        description: s.description,
         manifest_path: absolute(input.path),
         manifest_dir: r.dir,
         manifest_hash: crate::hash::sha256_hex(input.source.as_bytes()),
@@ -223,8 +522,10 @@ pub fn resolve(input: Input<'_>) -> Result<Experiment, Vec<Problem>> {
         models,
         preflight,
         eject,
+        eject_all,
         events,
-    })
+    };
+    (Some(exp), Vec::new())
 }
 
 fn manifest_dir(path: &Path) -> PathBuf {
@@ -233,7 +534,7 @@ fn manifest_dir(path: &Path) -> PathBuf {
 
 /// An absolute, lexically normalised path; symlinks are left alone so messages show what the
 /// user wrote.
-fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -252,7 +553,7 @@ fn absolute(path: &Path) -> PathBuf {
     out
 }
 
-fn resolve_openrouter(o: Option<raw::OpenRouter>) -> OpenRouterSettings {
+pub(crate) fn resolve_openrouter(o: Option<raw::OpenRouter>) -> OpenRouterSettings {
     let o = o.unwrap_or(raw::OpenRouter {
         base_url: None,
         management_key_env: None,
@@ -265,29 +566,31 @@ fn resolve_openrouter(o: Option<raw::OpenRouter>) -> OpenRouterSettings {
     }
 }
 
-fn resolve_events(e: raw::Events) -> EventMapping {
-    let d = EventMapping::default();
-    EventMapping {
-        tool_call: e.tool_call.unwrap_or(d.tool_call),
-        snapshot: e.snapshot.unwrap_or(d.snapshot),
-        progress: e.progress.unwrap_or(d.progress),
-        error: e.error.unwrap_or(d.error),
-        done: e.done.unwrap_or(d.done),
+/// Every host variable that may hold an OpenRouter key, by name.
+fn key_variables(o: &OpenRouterSettings) -> Vec<String> {
+    let mut vars: Vec<String> = KEY_VARIABLES.iter().map(|s| s.to_string()).collect();
+    for v in [&o.management_key_env, &o.inference_key_env] {
+        if !vars.contains(v) {
+            vars.push(v.clone());
+        }
     }
+    vars
 }
 
 struct Resolver<'a> {
     loc: &'a Locator,
+    source: &'a str,
     problems: Vec<Problem>,
     dir: PathBuf,
+    key_vars: Vec<String>,
 }
 
 impl Resolver<'_> {
-    fn value(&self, path: &[Seg]) -> std::ops::Range<usize> {
+    fn value(&self, path: &[Seg]) -> Range<usize> {
         self.loc.value(path)
     }
 
-    fn problem(&mut self, span: std::ops::Range<usize>, message: String, help: &str) {
+    fn problem(&mut self, span: Range<usize>, message: String, help: &str) {
         let mut p = Problem::new(message, span).label("here");
         if !help.is_empty() {
             p = p.help(help);
@@ -300,16 +603,31 @@ impl Resolver<'_> {
             Some(d) if d > Decimal::ZERO && d <= Decimal::ONE => d,
             _ => {
                 let span = self.value(path);
-                self.problem(span, format!("{what} must be above 0 and at most 1, not {v}"), "");
+                self.problem(
+                    span,
+                    format!("`{what}` must be above 0 and at most 1, not {v}"),
+                    "a fraction of the budget: 0.25 is a quarter",
+                );
                 Decimal::ONE
             }
+        }
+    }
+
+    fn positive_span(&mut self, d: Duration, path: &[Seg], what: &str) {
+        if d.is_zero() {
+            let span = self.value(path);
+            self.problem(span, format!("`{what}` must be longer than 0"), "");
         }
     }
 
     fn budget(&mut self, b: &raw::Budget) -> BudgetSettings {
         if b.per_model_usd <= Usd::ZERO {
             let span = self.value(&[Seg::Key("budget"), Seg::Key("per_model_usd")]);
-            self.problem(span, format!("the budget must be positive, not {}", b.per_model_usd), "");
+            self.problem(
+                span,
+                format!("the budget must be positive, not {}", b.per_model_usd),
+                "each model's key is capped at this many dollars",
+            );
         }
         let kill_at = match b.kill_at {
             Some(v) => self.fraction(v, &[Seg::Key("budget"), Seg::Key("kill_at")], "kill_at"),
@@ -320,7 +638,7 @@ impl Resolver<'_> {
         for (key, d) in [("inject_every", inject_every), ("poll_every", poll_every)] {
             if d < Duration::from_millis(100) {
                 let span = self.value(&[Seg::Key("budget"), Seg::Key(key)]);
-                self.problem(span, format!("{key} must be at least 100ms"), "");
+                self.problem(span, format!("`{key}` must be at least 100ms, not {}", Span(d)), "");
             }
         }
         BudgetSettings {
@@ -328,43 +646,26 @@ impl Resolver<'_> {
             inject_every,
             poll_every,
             kill_at,
+            enforce: b.enforce.unwrap_or(raw::Enforce::Key),
         }
     }
 
     fn container(&mut self, c: &raw::Container) -> ContainerSettings {
-        let base = [Seg::Key("container")];
-        let stdin = c.stdin.as_ref().and_then(|s| {
-            let path = absolute(&self.dir.join(s));
-            if path.is_file() {
-                Some(path)
-            } else {
-                let span = self.value(&[base[0], Seg::Key("stdin")]);
-                self.problem(
-                    span,
-                    format!("the stdin file {} does not exist", path.display()),
-                    "paths are relative to the manifest's folder",
-                );
-                None
-            }
-        });
-        let env = self.env(&c.env, &[base[0], Seg::Key("env")]);
-        let mounts = c
-            .mounts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| self.mount(m, &[base[0], Seg::Key("mounts"), Seg::Index(i)]))
-            .collect::<Vec<_>>();
-        let mut targets = BTreeSet::new();
-        for (i, m) in mounts.iter().enumerate() {
-            if !targets.insert(m.target.clone()) {
-                let span = self.value(&[base[0], Seg::Key("mounts"), Seg::Index(i)]);
-                self.problem(span, format!("two mounts share the target {}", m.target), "");
-            }
-        }
+        let base = Seg::Key("container");
+        let stdin = c.stdin.as_ref().and_then(|s| self.stdin(s));
+        let env = self.env(&c.env, &[base, Seg::Key("env")]);
+        let indexed: Vec<(usize, raw::Mount)> = c.mounts.iter().cloned().enumerate().collect();
+        let mounts = self.mounts(&indexed);
         if c.image.trim().is_empty() || c.image.contains(char::is_whitespace) {
-            let span = self.value(&[base[0], Seg::Key("image")]);
-            self.problem(span, format!("{:?} is not an image reference", c.image), "");
+            let span = self.value(&[base, Seg::Key("image")]);
+            self.problem(
+                span,
+                format!("{:?} is not an image reference", c.image),
+                "write a tag such as \"my-agent:latest\" or a digest \"my-agent@sha256:...\"",
+            );
         }
+        let timeout = c.timeout.map_or(Duration::from_secs(30 * 60), |s| s.0);
+        self.positive_span(timeout, &[base, Seg::Key("timeout")], "timeout");
         ContainerSettings {
             image: c.image.clone(),
             entrypoint: c.entrypoint.clone(),
@@ -372,13 +673,57 @@ impl Resolver<'_> {
             stdin,
             env,
             mounts,
-            timeout: c.timeout.map_or(Duration::from_secs(30 * 60), |s| s.0),
+            timeout,
             max_parallel: c.max_parallel.map_or(usize::MAX, |n| n.max(1) as usize),
             stop_grace: c.stop_grace.map_or(Duration::from_secs(10), |s| s.0),
             network: c.network,
             memory: c.memory.clone(),
             user: c.user.clone(),
         }
+    }
+
+    /// The checks that need the disk, on what parsed of a `[container]` that did not.
+    fn loose_container(
+        &mut self,
+        mounts: &[(usize, raw::Mount)],
+        env: &BTreeMap<String, raw::EnvValue>,
+    ) {
+        self.mounts(mounts);
+        self.env(env, &[Seg::Key("container"), Seg::Key("env")]);
+    }
+
+    fn stdin(&mut self, s: &str) -> Option<PathBuf> {
+        let path = absolute(&self.dir.join(expand_home(s)));
+        if path.is_file() {
+            return Some(path);
+        }
+        let span = self.value(&[Seg::Key("container"), Seg::Key("stdin")]);
+        let what = if path.exists() { "is not a file" } else { "does not exist" };
+        self.problem(
+            span,
+            format!("the stdin file {} {what}", path.display()),
+            "paths are relative to the manifest's folder",
+        );
+        None
+    }
+
+    fn mounts(&mut self, mounts: &[(usize, raw::Mount)]) -> Vec<BindMount> {
+        let mut out: Vec<BindMount> = Vec::new();
+        for (i, m) in mounts {
+            let at = [Seg::Key("container"), Seg::Key("mounts"), Seg::Index(*i)];
+            let Some(mount) = self.mount(m, &at) else { continue };
+            if out.iter().any(|o| o.target == mount.target) {
+                let span = self.value(&at);
+                self.problem(
+                    span,
+                    format!("two mounts share the target {}", mount.target),
+                    "each target can be mounted once",
+                );
+                continue;
+            }
+            out.push(mount);
+        }
+        out
     }
 
     fn env(
@@ -390,10 +735,10 @@ impl Resolver<'_> {
         for (name, value) in env {
             let mut path = at.to_vec();
             path.push(Seg::Key(name));
-            let span = self.value(&path);
+            let key_span = self.loc.key(&path);
             if RESERVED_ENV.contains(&name.as_str()) {
                 self.problem(
-                    span,
+                    key_span,
                     format!("{name} is set by apf and cannot be set in the manifest"),
                     "each container gets its own capped key in OPENROUTER_API_KEY",
                 );
@@ -403,7 +748,8 @@ impl Resolver<'_> {
                 raw::EnvValue::Literal(v) => EnvSource::Literal(v.clone()),
                 raw::EnvValue::FromEnv(f) => EnvSource::Host(f.from_env.clone()),
             };
-            if let Some(why) = leaks_openrouter_key(&source) {
+            if let Some(why) = self.leaks_openrouter_key(&source) {
+                let span = self.value(&path);
                 self.problem(
                     span,
                     format!("{name} would pass {why} into the container"),
@@ -414,6 +760,22 @@ impl Resolver<'_> {
             out.insert(name.clone(), source);
         }
         out
+    }
+
+    /// Why an env value would hand an OpenRouter key to an agent, if it would (HAZARDS H6).
+    fn leaks_openrouter_key(&self, source: &EnvSource) -> Option<String> {
+        match source {
+            EnvSource::Literal(v) if v.trim_start().starts_with("sk-or-") => {
+                Some("an OpenRouter key written in the manifest".into())
+            }
+            EnvSource::Host(var) => {
+                let holds_key =
+                    std::env::var(var).is_ok_and(|v| v.trim_start().starts_with("sk-or-"));
+                (self.key_vars.contains(var) || holds_key)
+                    .then(|| format!("the host's OpenRouter key in ${var}"))
+            }
+            EnvSource::Literal(_) => None,
+        }
     }
 
     fn mount(&mut self, m: &raw::Mount, at: &[Seg]) -> Option<BindMount> {
@@ -431,77 +793,111 @@ impl Resolver<'_> {
                 }
             },
         };
-        let span = self.value(at);
+        // A table's problems point at its field; a string's at the whole string.
+        let span_of = |this: &Self, key: &'static str| {
+            let mut p = at.to_vec();
+            if !short {
+                p.push(Seg::Key(key));
+            }
+            this.value(&p)
+        };
         if short && !looks_like_path(&source) {
+            let span = self.value(at);
             self.problem(
                 span,
-                format!("mount source {source:?} is a bare name, which docker would take as a named volume"),
+                format!(
+                    "mount source {source:?} is a bare name, which docker would take as a named volume"
+                ),
                 &format!("write \"./{source}\" for a folder beside the manifest"),
             );
             return None;
         }
-        if !target.starts_with('/') {
-            self.problem(span, format!("mount target {target:?} must be an absolute path"), "");
+        if source.trim().is_empty() {
+            let span = span_of(self, "source");
+            self.problem(span, "a mount source cannot be empty".into(), "");
             return None;
         }
-        let target = target.trim_end_matches('/').to_string();
-        if target == OUTPUT_DIR
-            || target.starts_with(&format!("{OUTPUT_DIR}/"))
-            || target.is_empty()
-        {
+        if !target.starts_with('/') {
+            let span = span_of(self, "target");
             self.problem(
                 span,
-                format!("mount target {target:?} is inside {OUTPUT_DIR}, which apf mounts itself"),
-                "",
+                format!("mount target {target:?} must be an absolute path"),
+                &format!("write \"/{}\"", target.trim_start_matches("./")),
+            );
+            return None;
+        }
+        let target = normalise_target(&target);
+        if target == OUTPUT_DIR || target.starts_with(&format!("{OUTPUT_DIR}/")) || target == "/" {
+            let span = span_of(self, "target");
+            self.problem(
+                span,
+                format!("mount target {target:?} overlaps {OUTPUT_DIR}, which apf mounts itself"),
+                "mount inputs elsewhere, e.g. under /workspace/input",
             );
             return None;
         }
         let resolved = absolute(&self.dir.join(expand_home(&source)));
         if !resolved.exists() {
+            let span = span_of(self, "source");
             self.problem(
                 span,
                 format!("mount source {} does not exist", resolved.display()),
-                "create it first; apf never lets docker create a missing source",
+                "create it first (paths are relative to the manifest's folder); apf never lets \
+                 docker create a missing source",
             );
             return None;
         }
         Some(BindMount { source: resolved, target, read_only, consistency })
     }
 
-    fn models(&mut self, models: &[raw::Model], default_budget: Usd) -> Vec<ModelSettings> {
+    fn models(
+        &mut self,
+        models: &[Option<raw::Model>],
+        default_budget: Option<Usd>,
+    ) -> Option<Vec<ModelSettings>> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
         for (i, m) in models.iter().enumerate() {
+            let Some(m) = m else { continue };
             let at = [Seg::Key("models"), Seg::Index(i)];
+            let field = |k: &'static str| [at[0], at[1], Seg::Key(k)];
             if m.id.trim().is_empty() || m.id.contains(char::is_whitespace) {
-                let span = self.value(&[at[0], at[1], Seg::Key("id")]);
+                let span = self.value(&field("id"));
                 self.problem(span, format!("{:?} is not a model id", m.id), "");
             }
             let alias = m.alias.clone().unwrap_or_else(|| alias_from_id(&m.id));
             if !valid_alias(&alias) {
-                let span = self.value(&[at[0], at[1], Seg::Key("alias")]);
+                let span = self.value(&field(if m.alias.is_some() { "alias" } else { "id" }));
+                let derived = if m.alias.is_none() { " (derived from the id)" } else { "" };
                 self.problem(
                     span,
-                    format!("alias {alias:?} must be 1–32 lowercase letters, digits, - or _"),
-                    "",
+                    format!(
+                        "alias {alias:?}{derived} must be 1–32 lowercase letters, digits, - or _"
+                    ),
+                    "set `alias` to a short name such as \"llama\"",
                 );
             }
             if let Some(first) = seen.insert(alias.clone(), i) {
                 let key = if m.alias.is_some() { "alias" } else { "id" };
-                let span = self.value(&[at[0], at[1], Seg::Key(key)]);
+                let span = self.value(&field(key));
                 self.problem(
                     span,
                     format!("alias {alias:?} is already used by model {}", first + 1),
                     "give each model a distinct `alias`",
                 );
             }
-            let budget = m.budget_usd.unwrap_or(default_budget);
-            if budget <= Usd::ZERO {
-                let span = self.value(&[at[0], at[1], Seg::Key("budget_usd")]);
+            let budget = m.budget_usd.or(default_budget).unwrap_or(Usd::ZERO);
+            if m.budget_usd.is_some() && budget <= Usd::ZERO {
+                let span = self.value(&field("budget_usd"));
                 self.problem(span, format!("the budget must be positive, not {budget}"), "");
             }
-            let env_path = [at[0], at[1], Seg::Key("env")];
-            let env = self.env(&m.env, &env_path);
+            for (j, extra) in m.extra_models.iter().enumerate() {
+                if extra.trim().is_empty() || extra.contains(char::is_whitespace) {
+                    let span = self.value(&[at[0], at[1], Seg::Key("extra_models"), Seg::Index(j)]);
+                    self.problem(span, format!("{extra:?} is not a model id"), "");
+                }
+            }
+            let env = self.env(&m.env, &field("env"));
             out.push(ModelSettings {
                 id: m.id.clone(),
                 alias,
@@ -510,103 +906,238 @@ impl Resolver<'_> {
                 env,
             });
         }
-        out
+        (out.len() == models.len() && default_budget.is_some()).then_some(out)
     }
 
-    fn preflight(&mut self, p: raw::Preflight) -> PreflightSettings {
+    fn preflight(&mut self, p: raw::Preflight, models: &[Option<raw::Model>]) -> PreflightSettings {
+        let base = Seg::Key("preflight");
         let checks = match p.checks {
             Some(list) => list.into_iter().collect(),
-            None => [
-                CheckName::Balance,
-                CheckName::Math,
-                CheckName::Models,
-                CheckName::ToolSupport,
-                CheckName::KeySmoke,
-                CheckName::DockerImage,
-            ]
-            .into_iter()
-            .collect(),
+            None => DEFAULT_CHECKS.iter().copied().collect(),
         };
+        let min_balance = p.min_balance_usd.unwrap_or(Usd::ZERO);
+        if min_balance.is_negative() {
+            let span = self.value(&[base, Seg::Key("min_balance_usd")]);
+            self.problem(span, format!("`min_balance_usd` cannot be negative ({min_balance})"), "");
+        }
+        let ids: Vec<&str> = models.iter().flatten().map(|m| m.id.as_str()).collect();
+        let all_parsed = models.iter().all(Option::is_some);
+        for id in p.required_params.keys() {
+            if all_parsed && !ids.contains(&id.as_str()) {
+                let span = self.loc.key(&[base, Seg::Key("required_params"), Seg::Key(id)]);
+                let help = match did_you_mean(id, ids.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("the models are {}", ids.join(", ")),
+                };
+                self.problem(span, format!("no model has the id {id:?}"), &help);
+            }
+        }
+        let mut custom = Vec::new();
+        let mut custom_expr = Vec::new();
+        for (i, c) in p.custom.into_iter().enumerate() {
+            let at = [base, Seg::Key("custom"), Seg::Index(i)];
+            match c {
+                raw::CustomCheck::Command(c) => {
+                    if c.run.first().is_none_or(|p| p.trim().is_empty()) {
+                        let span = self.value(&[at[0], at[1], at[2], Seg::Key("run")]);
+                        self.problem(span, "`run` needs a program to run".into(), "");
+                        continue;
+                    }
+                    custom.push(CommandCheck { name: c.name, run: c.run });
+                }
+                raw::CustomCheck::Expr(e) => {
+                    let path = [at[0], at[1], at[2], Seg::Key("expr")];
+                    if let Some(condition) = self.condition(&e.expr, &path, &expr::PREFLIGHT) {
+                        custom_expr.push(ExprCheck { name: e.name, condition });
+                    }
+                }
+            }
+        }
         PreflightSettings {
             checks,
-            min_balance: p.min_balance_usd.unwrap_or(Usd::ZERO),
+            min_balance,
             common_required_params: p.common_required_params,
             required_params: p.required_params,
-            custom: p.custom,
+            custom,
+            custom_expr,
         }
     }
 
-    fn eject(&mut self, rules: &[raw::EjectRule]) -> Vec<EjectRule> {
+    fn eject(&mut self, rules: &[Option<raw::EjectRule>]) -> (Vec<EjectRule>, Vec<AllRule>) {
         if rules.is_empty() {
-            return vec![
+            let defaults = vec![
                 EjectRule { kind: EjectKind::BudgetExceeded, warn_only: false },
                 EjectRule {
                     kind: EjectKind::Idle { after: Duration::from_secs(300) },
                     warn_only: false,
                 },
             ];
+            return (defaults, Vec::new());
         }
-        let mut out = Vec::new();
+        let mut any = Vec::new();
+        let mut all = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
+            let Some(rule) = rule else { continue };
             let at = [Seg::Key("eject"), Seg::Index(i)];
-            let (kind, warn_only) = match rule {
-                raw::EjectRule::BudgetExceeded { warn_only } => {
-                    (EjectKind::BudgetExceeded, *warn_only)
-                }
-                raw::EjectRule::Idle { after, warn_only } => {
-                    (EjectKind::Idle { after: after.0 }, *warn_only)
-                }
-                raw::EjectRule::WallClock { after, warn_only } => {
-                    (EjectKind::WallClock { after: after.0 }, *warn_only)
-                }
-                raw::EjectRule::BudgetFraction { spent, unless, warn_only } => {
-                    let spent = self.fraction(*spent, &[at[0], at[1], Seg::Key("spent")], "spent");
-                    let unless = unless
-                        .as_deref()
-                        .and_then(|u| self.condition(u, &[at[0], at[1], Seg::Key("unless")]));
-                    (EjectKind::BudgetFraction { spent, unless }, *warn_only)
-                }
-                raw::EjectRule::NoProgress { spent, warn_only } => {
-                    let spent = self.fraction(*spent, &[at[0], at[1], Seg::Key("spent")], "spent");
-                    (EjectKind::NoProgress { spent }, *warn_only)
-                }
-                raw::EjectRule::Expr { when, reason, warn_only } => {
-                    let Some(when) = self.condition(when, &[at[0], at[1], Seg::Key("when")]) else {
+            match rule {
+                raw::EjectRule::All { of, reason, warn_only } => {
+                    if of.len() < 2 {
+                        let span = self.value(&[at[0], at[1], Seg::Key("of")]);
+                        self.problem(
+                            span,
+                            format!("`all` needs at least two rules, not {}", of.len()),
+                            "a single rule is its own [[eject]]",
+                        );
                         continue;
-                    };
-                    (EjectKind::Expr { when, reason: reason.clone() }, *warn_only)
+                    }
+                    let kinds: Vec<Option<EjectKind>> = of
+                        .iter()
+                        .enumerate()
+                        .map(|(j, t)| {
+                            let path = [at[0], at[1], Seg::Key("of"), Seg::Index(j)];
+                            self.trigger(t, &path)
+                        })
+                        .collect();
+                    if kinds.iter().all(Option::is_some) {
+                        all.push(AllRule {
+                            position: i,
+                            of: kinds.into_iter().flatten().collect(),
+                            reason: reason.clone(),
+                            warn_only: *warn_only,
+                        });
+                    }
                 }
-            };
-            out.push(EjectRule { kind, warn_only });
+                other => {
+                    if let Some((kind, warn_only)) = self.rule(other, &at) {
+                        any.push(EjectRule { kind, warn_only });
+                    }
+                }
+            }
         }
-        out
+        (any, all)
     }
 
-    /// Compile a condition; a syntax error points into the expression inside the TOML string.
-    fn condition(&mut self, source: &str, at: &[Seg]) -> Option<Condition> {
-        match Condition::compile(source) {
+    fn rule(&mut self, rule: &raw::EjectRule, at: &[Seg]) -> Option<(EjectKind, bool)> {
+        let field = |k: &'static str| {
+            let mut p = at.to_vec();
+            p.push(Seg::Key(k));
+            p
+        };
+        Some(match rule {
+            raw::EjectRule::BudgetExceeded { warn_only } => (EjectKind::BudgetExceeded, *warn_only),
+            raw::EjectRule::Idle { after, warn_only } => {
+                self.positive_span(after.0, &field("after"), "after");
+                (EjectKind::Idle { after: after.0 }, *warn_only)
+            }
+            raw::EjectRule::WallClock { after, warn_only } => {
+                self.positive_span(after.0, &field("after"), "after");
+                (EjectKind::WallClock { after: after.0 }, *warn_only)
+            }
+            raw::EjectRule::BudgetFraction { spent, unless, warn_only } => {
+                let spent = self.fraction(*spent, &field("spent"), "spent");
+                let unless = match unless {
+                    Some(u) => Some(self.condition(u, &field("unless"), &expr::COUNTERS)?),
+                    None => None,
+                };
+                (EjectKind::BudgetFraction { spent, unless }, *warn_only)
+            }
+            raw::EjectRule::NoProgress { spent, warn_only } => {
+                let spent = self.fraction(*spent, &field("spent"), "spent");
+                (EjectKind::NoProgress { spent }, *warn_only)
+            }
+            raw::EjectRule::Expr { when, reason, warn_only } => {
+                let when = self.condition(when, &field("when"), &expr::COUNTERS)?;
+                (EjectKind::Expr { when, reason: reason.clone() }, *warn_only)
+            }
+            raw::EjectRule::All { .. } => return None,
+        })
+    }
+
+    fn trigger(&mut self, t: &raw::Trigger, at: &[Seg]) -> Option<EjectKind> {
+        let rule = match t.clone() {
+            raw::Trigger::BudgetExceeded {} => raw::EjectRule::BudgetExceeded { warn_only: false },
+            raw::Trigger::Idle { after } => raw::EjectRule::Idle { after, warn_only: false },
+            raw::Trigger::BudgetFraction { spent, unless } => {
+                raw::EjectRule::BudgetFraction { spent, unless, warn_only: false }
+            }
+            raw::Trigger::NoProgress { spent } => {
+                raw::EjectRule::NoProgress { spent, warn_only: false }
+            }
+            raw::Trigger::WallClock { after } => {
+                raw::EjectRule::WallClock { after, warn_only: false }
+            }
+            // Inside `all` the condition is its own reason, so joined reasons read well.
+            raw::Trigger::Expr { when } => {
+                raw::EjectRule::Expr { reason: when.clone(), when, warn_only: false }
+            }
+        };
+        self.rule(&rule, at).map(|(kind, _)| kind)
+    }
+
+    fn events(&mut self, e: raw::Events) -> EventMapping {
+        let d = EventMapping::default();
+        let mut exprs = EventExprs::default();
+        let class = |this: &mut Self,
+                     list: Option<Vec<raw::EventMatch>>,
+                     key: &'static str,
+                     default: Vec<String>,
+                     out: &mut Vec<EventMatcher>|
+         -> Vec<String> {
+            let Some(list) = list else { return default };
+            let mut names = Vec::new();
+            for (i, m) in list.into_iter().enumerate() {
+                match m {
+                    raw::EventMatch::Type(t) => names.push(t),
+                    raw::EventMatch::Expr(x) => {
+                        let path =
+                            [Seg::Key("events"), Seg::Key(key), Seg::Index(i), Seg::Key("expr")];
+                        if let Some(c) = this.condition(&x.expr, &path, &expr::EVENT) {
+                            out.push(EventMatcher(c));
+                        }
+                    }
+                }
+            }
+            names
+        };
+        let tool_call = class(self, e.tool_call, "tool_call", d.tool_call, &mut exprs.tool_call);
+        let snapshot = class(self, e.snapshot, "snapshot", d.snapshot, &mut exprs.snapshot);
+        let progress = class(self, e.progress, "progress", d.progress, &mut exprs.progress);
+        let error = class(self, e.error, "error", d.error, &mut exprs.error);
+        let done = class(self, e.done, "done", d.done, &mut exprs.done);
+        EventMapping { tool_call, snapshot, progress, error, done, exprs }
+    }
+
+    /// Compile a condition; an error points into the expression inside the TOML string.
+    fn condition(
+        &mut self,
+        source: &str,
+        at: &[Seg],
+        vocabulary: &'static Vocabulary,
+    ) -> Option<Condition> {
+        match Condition::compile_in(source, vocabulary) {
             Ok(c) => Some(c),
             Err(e) => {
-                let span = self.value(at);
-                // The value's span includes its opening quote.
-                let inner = span.start + 1 + e.offset;
-                let point = inner.min(span.end.saturating_sub(1)).max(span.start);
+                let value = self.value(at);
+                let span = string_span(self.source, value, e.offset..e.offset + e.len.max(1));
                 self.problems.push(
-                    Problem::new(format!("invalid condition: {}", e.message), point..point + 1)
+                    Problem::new(format!("invalid condition: {}", e.message), span)
                         .label("here")
                         .help(format!(
-                            "conditions are CEL over: {}",
-                            crate::expr::VARIABLES
-                                .iter()
-                                .map(|v| v.0)
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "{} are CEL over: {}",
+                            vocabulary.used_for,
+                            vocabulary.summary()
                         )),
                 );
                 None
             }
         }
     }
+}
+
+/// `/workspace//task/` → `/workspace/task`.
+fn normalise_target(target: &str) -> String {
+    let parts: Vec<&str> = target.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    format!("/{}", parts.join("/"))
 }
 
 /// `source:target[:option]`, docker's short form.
@@ -660,22 +1191,6 @@ fn expand_home(source: &str) -> PathBuf {
     }
 }
 
-/// Why an env value would hand an OpenRouter key to an agent, if it would.
-fn leaks_openrouter_key(source: &EnvSource) -> Option<String> {
-    match source {
-        EnvSource::Literal(v) if v.trim_start().starts_with("sk-or-") => {
-            Some("an OpenRouter key written in the manifest".into())
-        }
-        EnvSource::Host(var) => {
-            let named = ["OR_ADMIN_KEY", "OPENROUTER_API_KEY", "OPENROUTER_MANAGEMENT_KEY"];
-            let holds_key = std::env::var(var).is_ok_and(|v| v.trim_start().starts_with("sk-or-"));
-            (named.contains(&var.as_str()) || holds_key)
-                .then(|| format!("the host's OpenRouter key in ${var}"))
-        }
-        EnvSource::Literal(_) => None,
-    }
-}
-
 /// `meta-llama/llama-3.3-70b-instruct` → `llama-3-3-70b-instruct`.
 pub fn alias_from_id(id: &str) -> String {
     let tail = id.rsplit('/').next().unwrap_or(id);
@@ -692,7 +1207,7 @@ pub fn alias_from_id(id: &str) -> String {
     alias.chars().take(32).collect::<String>().trim_end_matches('-').to_string()
 }
 
-fn valid_alias(a: &str) -> bool {
+pub(crate) fn valid_alias(a: &str) -> bool {
     !a.is_empty()
         && a.len() <= 32
         && a.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -720,5 +1235,77 @@ mod tests {
         assert!(parse_short_mount("./a:/b:ro").unwrap().2);
         let err = parse_short_mount("./a:/b:r0").unwrap_err();
         assert!(err.1.contains("did you mean `ro`"), "{err:?}");
+    }
+
+    #[test]
+    fn targets_normalise_so_overlaps_are_seen() {
+        assert_eq!(normalise_target("/workspace//output/"), "/workspace/output");
+        assert_eq!(normalise_target("/workspace/./x"), "/workspace/x");
+    }
+
+    fn load(text: &str) -> Result<Experiment, crate::manifest::ManifestError> {
+        let dir = std::env::temp_dir();
+        crate::manifest::load_str(&dir.join("resolve-test.toml"), text)
+    }
+
+    const BASE: &str = "version = 1\nname = \"t\"\n[budget]\nper_model_usd = 0.5\n[container]\nimage = \"a\"\n[[models]]\nid = \"x/y\"\n";
+
+    #[test]
+    fn all_rules_resolve_apart_from_the_any_rules() {
+        let text = format!(
+            "{BASE}[[eject]]\nrule = \"idle\"\nafter = \"2m\"\n[[eject]]\nrule = \"all\"\nof = [{{ rule = \"budget_fraction\", spent = 0.5 }}, {{ rule = \"expr\", when = \"tool_calls == 0\" }}]\n"
+        );
+        let exp = load(&text).unwrap();
+        assert_eq!(exp.eject.len(), 1);
+        let all = &exp.eject_all[0];
+        assert_eq!((all.position, all.of.len(), all.warn_only), (1, 2, false));
+        assert!(
+            matches!(&all.of[1], EjectKind::Expr { reason, .. } if reason == "tool_calls == 0")
+        );
+        assert_eq!(
+            all.describe(),
+            "eject when all hold: at 50% of the budget; when tool_calls == 0"
+        );
+    }
+
+    #[test]
+    fn custom_checks_split_into_commands_and_conditions() {
+        let text = format!(
+            "{BASE}[[preflight.custom]]\nname = \"a\"\nrun = [\"true\"]\n[[preflight.custom]]\nname = \"b\"\nexpr = \"balance_usd > 1.0\"\n"
+        );
+        let exp = load(&text).unwrap();
+        assert_eq!(
+            exp.preflight.custom,
+            [CommandCheck { name: "a".into(), run: vec!["true".into()] }]
+        );
+        let check = &exp.preflight.custom_expr[0];
+        let facts = crate::expr::CheckFacts { balance_usd: 2.0, ..Default::default() };
+        assert_eq!((check.name.as_str(), check.condition.holds_for_check(&facts)), ("b", Ok(true)));
+    }
+
+    #[test]
+    fn no_eject_rules_means_the_defaults() {
+        let exp = load(BASE).unwrap();
+        let rules: Vec<String> = exp.eject.iter().map(EjectRule::describe).collect();
+        assert_eq!(
+            rules,
+            ["eject when spend reaches the budget", "eject when idle (no events, no spend) for 5m"]
+        );
+        assert!(exp.eject_all.is_empty());
+    }
+
+    #[test]
+    fn event_mapping_matches_names_or_expressions() {
+        let mut m = EventMapping::default();
+        m.exprs
+            .tool_call
+            .push(EventMatcher::compile("event.type == 'message' && has(event.tool)").unwrap());
+        let obj = |s: &str| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_str(s).unwrap()
+        };
+        assert!(m.matches(EventClass::ToolCall, &obj(r#"{"type":"tool_call"}"#)));
+        assert!(m.matches(EventClass::ToolCall, &obj(r#"{"type":"message","tool":"x"}"#)));
+        assert!(!m.matches(EventClass::ToolCall, &obj(r#"{"type":"message"}"#)));
+        assert!(m.matches(EventClass::Done, &obj(r#"{"type":"agent_end"}"#)));
     }
 }

@@ -396,6 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_catalog_parses() {
+        let catalog = Catalog::parse(include_str!("../../examples/sim/catalog.toml")).expect("ok");
+        let large = catalog.get("acme/widget-large").expect("listed");
+        assert_eq!(large.cache, CacheMode::Explicit);
+        assert!(large.rates().is_ok());
+        assert_eq!(catalog.serving("acme/router").map(|m| m.id.as_str()), Some("acme/widget-mini"));
+        assert!(catalog.get("anthropic/claude-sonnet-4").is_some(), "built-ins kept");
+    }
+
+    #[test]
     fn replace_builtin_serves_only_the_file() {
         let catalog = Catalog::parse(
             r#"

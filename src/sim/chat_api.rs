@@ -72,20 +72,8 @@ fn admit(
     body: &Bytes,
     latency: Duration,
 ) -> Result<Completion, ApiError> {
-    let key_hash = match sim.caller(headers)? {
-        Caller::Inference(hash) => hash,
-        Caller::Management => {
-            return Err(ApiError::forbidden(
-                "Management keys cannot be used for inference. Use an API key created with it.",
-            ));
-        }
-    };
-    let raw = Value::Object(json_object(body)?);
-    let request: ChatRequest = serde_json::from_value(raw.clone())
-        .map_err(|e| ApiError::bad_request(format!("Invalid chat request: {e}")))?;
-    if request.messages.is_empty() {
-        return Err(ApiError::bad_request("messages: at least one message is required"));
-    }
+    let key_hash = inference_key(sim, headers)?;
+    let (raw, request) = parse_request(body)?;
     let (requested, serving) = resolve_model(sim, request.model.as_deref())?;
     let rates = serving.rates().map_err(|e| ApiError::internal(format!("Cannot bill: {e}")))?;
 
@@ -106,8 +94,6 @@ fn admit(
     };
     let reply = script::reply(sim.seed, &script_request, sim.tool_calls);
     let tokens = token_counts(prompt_tokens, cache_use, reply.completion_tokens);
-    let bill = cost::bill(&rates, &tokens);
-
     let completion = Completion {
         id: generation_id(),
         created: Utc::now().timestamp(),
@@ -116,12 +102,34 @@ fn admit(
         native_finish_reason: native_finish_reason(serving, reply.finish_reason),
         reply,
         tokens,
-        bill,
+        bill: cost::bill(&rates, &tokens),
         stream: request.stream.unwrap_or(false),
     };
+
     let record = generation_record(&completion, &requested, &rates, latency, headers, &key_hash);
-    sim.ledger().charge(record, bill.total(), latency + sim.spend_delay());
+    sim.ledger().charge(record, completion.bill.total(), latency + sim.spend_delay());
     Ok(completion)
+}
+
+/// The hash of the calling inference key; management keys may not do inference.
+fn inference_key(sim: &Sim, headers: &HeaderMap) -> Result<String, ApiError> {
+    match sim.caller(headers)? {
+        Caller::Inference(hash) => Ok(hash),
+        Caller::Management => Err(ApiError::forbidden(
+            "Management keys cannot be used for inference. Use an API key created with it.",
+        )),
+    }
+}
+
+/// The body as raw JSON (for the cache, which reads `cache_control` markers) and as a request.
+fn parse_request(body: &Bytes) -> Result<(Value, ChatRequest), ApiError> {
+    let raw = Value::Object(json_object(body)?);
+    let request: ChatRequest = serde_json::from_value(raw.clone())
+        .map_err(|e| ApiError::bad_request(format!("Invalid chat request: {e}")))?;
+    if request.messages.is_empty() {
+        return Err(ApiError::bad_request("messages: at least one message is required"));
+    }
+    Ok((raw, request))
 }
 
 /// The requested model (or the default when none is named) and the model that serves it.
@@ -155,7 +163,7 @@ fn completion_ceiling(
     max_tokens: Option<u64>,
 ) -> Result<u64, ApiError> {
     let context = model.context_length;
-    let asked = prompt + max_tokens.unwrap_or(0);
+    let asked = prompt.saturating_add(max_tokens.unwrap_or(0));
     if asked > context || prompt >= context {
         return Err(ApiError::bad_request(format!(
             "This endpoint's maximum context length is {context} tokens. However, you requested \
@@ -262,12 +270,7 @@ fn generation_record(
             all.extend(more);
         }
     }
-    Generation {
-        id: c.id.clone(),
-        key_hash: key_hash.to_string(),
-        visible_at: Instant::now() + latency,
-        body,
-    }
+    Generation { id: c.id.clone(), key_hash: key_hash.to_string(), body }
 }
 
 fn usage(c: &Completion) -> wire::Usage {

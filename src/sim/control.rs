@@ -51,9 +51,13 @@ struct Amount {
 }
 
 fn amount(body: &Bytes) -> Result<Usd, ApiError> {
-    serde_json::from_slice::<Amount>(body)
+    let usd = serde_json::from_slice::<Amount>(body)
         .map(|a| a.usd)
-        .map_err(|e| ApiError::bad_request(format!("expected {{\"usd\": \"0.05\"}}: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"usd\": \"0.05\"}}: {e}")))?;
+    if usd.is_negative() {
+        return Err(ApiError::bad_request("usd: must not be negative"));
+    }
+    Ok(usd)
 }
 
 async fn state(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Answer {

@@ -86,8 +86,8 @@ pub(crate) fn affordable_tokens(available: Usd, price: Usd) -> Option<u64> {
     if available.0 <= Decimal::ZERO {
         return Some(0);
     }
-    let n = (available.0 / price.0).floor();
-    Some(u64::try_from(n).unwrap_or(u64::MAX))
+    let n = available.0.checked_div(price.0).map(|n| n.floor());
+    Some(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+/// The longest latency or spend delay accepted, in milliseconds.
+const MAX_MS: u64 = 600_000;
+
 /// The faults in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +109,16 @@ impl Faults {
         ] {
             anyhow::ensure!((0.0..=1.0).contains(&rate), "{name} = {rate} is not between 0 and 1");
         }
+        // Bounded so that no sum of durations or instants can overflow.
+        anyhow::ensure!(
+            self.latency_ms + self.latency_jitter_ms.min(MAX_MS) <= MAX_MS,
+            "latency_ms + latency_jitter_ms is over {MAX_MS} (ten minutes)"
+        );
+        anyhow::ensure!(
+            self.spend_delay_ms <= MAX_MS,
+            "spend_delay_ms is over {MAX_MS} (ten minutes)"
+        );
+        anyhow::ensure!(self.retry_after_secs <= 86_400, "retry_after_secs is over a day");
         let total = self.rate_429 + self.rate_5xx + self.drop_rate;
         anyhow::ensure!(total <= 1.0, "rate_429 + rate_5xx + drop_rate = {total} is over 1");
         anyhow::ensure!(
@@ -246,9 +259,20 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_fault_file_is_valid() {
+        let faults: Faults =
+            toml::from_str(include_str!("../../examples/sim/faults.toml")).expect("parses");
+        faults.validate().expect("valid");
+        assert_eq!((faults.spend_delay_ms, faults.script.len()), (2000, 2));
+    }
+
+    #[test]
     fn fault_files_are_validated() {
         let bad: Faults = toml::from_str("rate_429 = 1.5").expect("parses");
         assert!(bad.validate().is_err());
+        let endless: Faults =
+            toml::from_str("spend_delay_ms = 18446744073709551615").expect("parses");
+        assert!(endless.validate().is_err(), "durations are bounded");
         let neither: Faults = toml::from_str("[[script]]\npath = \"/keys\"").expect("parses");
         assert!(neither.validate().is_err());
         let ok: Faults =

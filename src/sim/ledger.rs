@@ -247,8 +247,6 @@ pub(crate) struct KeyPatch {
 pub(crate) struct Generation {
     pub id: String,
     pub key_hash: String,
-    /// The generation is not visible (404) until its spend has settled.
-    pub visible_at: Instant,
     pub body: Value,
 }
 
@@ -286,18 +284,22 @@ pub struct AccountState {
 #[derive(Debug)]
 pub(crate) struct Ledger {
     management_hash: String,
+    management_label: String,
     credits: Usd,
     usage: Usd,
     keys: HashMap<String, KeyRecord>,
     next_seq: u64,
     pending: Vec<PendingCharge>,
-    generations: HashMap<String, Generation>,
+    /// Generations by id, with when they become visible: like OpenRouter's `/generation`, which
+    /// 404s for a while after a completion, they show when their spend is recorded.
+    generations: HashMap<String, (Generation, Instant)>,
 }
 
 impl Ledger {
     pub fn new(management_key: &str, credits: Usd) -> Ledger {
         Ledger {
             management_hash: hash_key(management_key),
+            management_label: masked(management_key),
             credits,
             usage: Usd::ZERO,
             keys: HashMap::new(),
@@ -389,7 +391,7 @@ impl Ledger {
         extra.insert("creator_user_id".into(), json!(USER_ID));
         extra.insert("rate_limit".into(), rate_limit());
         wire::KeyInfo {
-            label: Some("sk-or-v1-mgm...ment".into()),
+            label: Some(self.management_label.clone()),
             limit: None,
             limit_remaining: None,
             limit_reset: None,
@@ -501,21 +503,20 @@ impl Ledger {
 
     /// Record a generation and schedule its charge `delay` from now.
     pub fn charge(&mut self, generation: Generation, cost: Usd, delay: Duration) {
-        let due = generation.visible_at.max(Instant::now() + delay);
+        let due = Instant::now() + delay;
         let key_hash = generation.key_hash.clone();
-        self.generations
-            .insert(generation.id.clone(), Generation { visible_at: due, ..generation });
+        self.generations.insert(generation.id.clone(), (generation, due));
         self.pending.push(PendingCharge { due, key_hash, cost });
     }
 
     /// A generation the caller may see: its own, or any for the management key.
     pub fn generation(&self, id: &str, caller: &Caller, now: Instant) -> Option<&Generation> {
-        let g = self.generations.get(id)?;
+        let (g, visible_at) = self.generations.get(id)?;
         let mine = match caller {
             Caller::Management => true,
             Caller::Inference(hash) => *hash == g.key_hash,
         };
-        (mine && g.visible_at <= now).then_some(g)
+        (mine && *visible_at <= now).then_some(g)
     }
 }
 
@@ -642,12 +643,8 @@ mod tests {
         let now = Utc::now();
         for n in 0..3 {
             ledger.admit(&hash, &quote(100), now).expect("admitted against recorded spend");
-            let g = Generation {
-                id: format!("gen-{n}"),
-                key_hash: hash.clone(),
-                visible_at: Instant::now(),
-                body: Value::Null,
-            };
+            let g =
+                Generation { id: format!("gen-{n}"), key_hash: hash.clone(), body: Value::Null };
             ledger.charge(g, usd("0.004"), Duration::from_secs(3600));
         }
         assert_eq!(ledger.key(&hash).map(KeyRecord::usage), Some(Usd::ZERO));

@@ -9,7 +9,9 @@
 //!
 //! Differences from OpenRouter a careful client could notice: completions are scripted (see
 //! `script`), a `:free` model has no request-rate cap, pricing `overrides` and `discount` are not
-//! modelled, `/generation` and delayed spend appear together, and the `/_sim/` routes exist.
+//! modelled, `/generation` and delayed spend appear together, a management key calling
+//! `/chat/completions` gets 403 (OpenRouter's answer is undocumented), and the `/_sim/` routes
+//! exist.
 
 mod account_api;
 mod cache;
@@ -316,6 +318,7 @@ impl SimHandle {
 
     /// Set a key's recorded usage, as if it had spent `usd` (the account's usage moves too).
     pub fn set_key_usage(&self, hash: &str, usd: Usd) -> anyhow::Result<()> {
+        anyhow::ensure!(!usd.is_negative(), "usage cannot be negative");
         anyhow::ensure!(self.sim.ledger().set_key_usage(hash, usd), "no key with hash {hash}");
         Ok(())
     }
@@ -383,4 +386,58 @@ async fn wait_for_stop(handle: &SimHandle) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 async fn wait_for_stop(_handle: &SimHandle) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn flags_parse_and_resolve() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--listen",
+            "127.0.0.1:4000",
+            "--credits",
+            "2.50",
+            "--seed",
+            "9",
+            "--rate-429",
+            "0.1",
+            "--rate-5xx",
+            "0.2",
+            "--drop-rate",
+            "0.05",
+            "--latency",
+            "30",
+            "--spend-delay",
+            "500",
+            "--tool-calls",
+            "5",
+            "--management-key",
+            "sk-or-v1-given",
+        ])
+        .expect("flags parse");
+        let config = SimConfig::from_args(&cli.sim).expect("resolves");
+        assert_eq!(config.credits, "2.50".parse().expect("usd"));
+        assert_eq!((config.seed, config.tool_calls), (9, 5));
+        let f = &config.faults;
+        assert_eq!((f.rate_429, f.rate_5xx, f.drop_rate), (0.1, 0.2, 0.05));
+        assert_eq!((f.latency_ms, f.spend_delay_ms), (30, 500));
+        assert_eq!(config.management_key.expose(), "sk-or-v1-given");
+        assert!(!config.management_key_generated);
+
+        let too_much = Cli::try_parse_from(["sim", "--rate-429", "0.8", "--rate-5xx", "0.5"]);
+        let err = SimConfig::from_args(&too_much.expect("parses").sim).expect_err("over 1");
+        assert!(format!("{err:#}").contains("over 1"));
+    }
 }

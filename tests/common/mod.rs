@@ -144,7 +144,7 @@ poll_every = "1s"
 
 [container]
 image = "apf-demo-agent:latest"
-timeout = "2m"
+timeout = "5m"
 stop_grace = "3s"
 env = {{ DEMO_TURN_DELAY_MS = "300", DEMO_MAX_TOKENS = "64" }}
 
