@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 docker image inspect apf-demo-agent:latest >/dev/null 2>&1 || scripts/build-demo-image.sh
-cargo test --workspace --lib --bins --tests "$@"
+cargo test --workspace --no-fail-fast --lib --bins --tests "$@"
