@@ -123,6 +123,10 @@ pub struct ApplyArgs {
     /// Longest time to wait for final spend to settle after the agents stop.
     #[arg(long, default_value = "30s", value_parser = parse_span)]
     pub settle: crate::duration::Span,
+    /// Start a new run even when the latest run of this manifest was interrupted (by default
+    /// applying again resumes it, starting only the models that did not finish).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]

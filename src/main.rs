@@ -42,6 +42,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(apf::printer::get().color)
         .with_target(false)
         .try_init();
 }

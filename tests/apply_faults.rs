@@ -101,7 +101,7 @@ fn a_container_that_cannot_be_created_fails_its_model_and_revokes_its_key() {
         .replace("apf-demo-agent:latest", "apf-no-such-image:0")
         .replace("checks = [\"models\", \"docker_image\"]", "checks = [\"models\"]");
     let path = ws.write("experiment.toml", &text);
-    assert_eq!(finish(spawn_apply(&sim, &path), &name), Some(0));
+    assert_eq!(finish(spawn_apply(&sim, &path), &name), Some(1), "a failed model exits 1");
     let state = ws.latest_state();
     let m = &state["models"]["ghost"];
     assert_eq!(m["status"], "failed");

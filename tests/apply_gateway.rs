@@ -42,7 +42,7 @@ fn gateway_mode_keeps_the_real_key_out_of_the_container_and_meters_every_request
     let id = m["container"]["id"].as_str().unwrap().to_string();
     let inspect = std::process::Command::new("docker").args(["inspect", &id]).output().unwrap();
     let inspect = String::from_utf8_lossy(&inspect.stdout).to_string();
-    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = apf_and_docker_command_lines();
     let out = child.wait_with_output().unwrap();
     eprintln!("--- apf stderr\n{}", String::from_utf8_lossy(&out.stderr));
     remove_containers(&name);
@@ -50,7 +50,8 @@ fn gateway_mode_keeps_the_real_key_out_of_the_container_and_meters_every_request
 
     assert!(!inspect.contains("sk-or-"), "the container's config holds no OpenRouter key");
     assert!(inspect.contains("OPENROUTER_API_KEY=apf-gw-"), "it holds a gateway token instead");
-    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sk-or-"));
+    assert!(ps.contains("apf"), "the process table shows apf itself: {ps}");
+    assert!(!ps.contains("sk-or-"), "a key shows in the process table:\n{ps}");
 
     let state = ws.latest_state();
     let worker = &state["models"]["worker"];

@@ -28,9 +28,18 @@ const SPEC_PATH: &str = "../shared/reference/openrouter-openapi.yaml";
 fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SPEC_PATH);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        // The project's reference folder sits beside the repository; APF_OPENAPI points at the
+        // document when the checkout lives elsewhere.
+        let path = std::env::var_os("APF_OPENAPI")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SPEC_PATH));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "reading OpenRouter's OpenAPI document at {}: {e}; these tests check the simulator \
+                 against it: set APF_OPENAPI to its path (reference/openrouter-openapi.yaml)",
+                path.display()
+            )
+        });
         serde_yaml::from_str(&text).expect("the OpenAPI document is YAML")
     })
 }

@@ -135,6 +135,7 @@ async fn record(run: &Run, metering: &Metering, e: &RequestEvent) {
 fn append(run: &Run, e: &RequestEvent) {
     let Ok(line) = serde_json::to_string(e) else { return };
     let path = run.dir.model(&e.alias).join("requests.jsonl");
+    let _ = std::fs::create_dir_all(run.dir.model(&e.alias));
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

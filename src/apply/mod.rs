@@ -54,6 +54,8 @@ pub struct Settings {
     pub management_key: Secret,
     /// Longest time teardown waits for spend to settle.
     pub settle: Duration,
+    /// Start a new run instead of resuming an interrupted one.
+    pub fresh: bool,
 }
 
 /// Everything the tasks of a run share.
@@ -118,7 +120,8 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
         }
         crate::manifest::resolve::Enforce::Key => None,
     };
-    let (Prepared { dir, lock, state, to_run }, resumed) = match resumable(&exp)? {
+    let found = if settings.fresh { None } else { resumable(&exp)? };
+    let (Prepared { dir, lock, state, to_run }, resumed) = match found {
         Some(p) => (p, true),
         None => (new_run(&exp, &settings)?, false),
     };

@@ -76,6 +76,8 @@ fn append_spend(run: &Run, alias: &str, at: chrono::DateTime<Utc>, spent: Usd) {
     use std::io::Write;
     let line = serde_json::json!({ "at": at, "spent": spent }).to_string();
     let path = run.dir.spend(alias);
+    // The first reading can come before the model's folder is made.
+    let _ = std::fs::create_dir_all(run.dir.model(alias));
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -18,10 +18,12 @@ pub async fn destroy(a: &DestroyArgs) -> Result<i32> {
         Some(id) => RunState::load(&state::RunDir::new(&dir, id).state()).ok(),
         None => None,
     };
+    let default = std::path::PathBuf::from("experiment.toml");
     let manifest = a
         .select
         .manifest
         .as_ref()
+        .or(Some(&default))
         .filter(|p| p.is_file())
         .and_then(|p| crate::manifest::load(p).ok());
     let experiment = a

@@ -203,6 +203,7 @@ async fn run(a: &cli::ApplyArgs, exp: Experiment, ep: Endpoint, plan: &Plan) -> 
         base_url: ep.base_url.clone(),
         management_key,
         settle: a.settle.0,
+        fresh: a.fresh,
     };
     let outcome = crate::apply::apply(exp, settings).await;
     ep.shutdown().await;
@@ -216,7 +217,16 @@ async fn run(a: &cli::ApplyArgs, exp: Experiment, ep: Endpoint, plan: &Plan) -> 
     let width = terminal_width();
     printer::data(crate::status::render(&outcome.state, chrono::Utc::now(), width));
     printer::info(format!("results: {}", dir.results().display()));
-    Ok(if outcome.interrupted { exit::INTERRUPTED } else { exit::OK })
+    let failed =
+        outcome.state.models.values().filter(|m| m.status == state::ModelStatus::Failed).count();
+    if outcome.interrupted {
+        return Ok(exit::INTERRUPTED);
+    }
+    if failed > 0 {
+        printer::error(format!("{failed} of {} models failed", outcome.state.models.len()));
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
 }
 
 /// The plan a run carried out, in the run's folder; and the run, in the saved plan's record.

@@ -260,7 +260,12 @@ impl Plan {
             endpoint,
             checks: report.checks.clone(),
             models,
-            eject: exp.eject.iter().map(|r| r.describe()).collect(),
+            eject: exp
+                .eject
+                .iter()
+                .map(|r| r.describe())
+                .chain(exp.eject_all.iter().map(|a| a.describe()))
+                .collect(),
             leftovers,
             summary,
             seen,

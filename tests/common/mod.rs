@@ -270,6 +270,20 @@ pub fn remove_containers(experiment: &str) {
     }
 }
 
+/// Command lines of apf's own processes and of docker clients, from the process table. Other
+/// programs on a shared machine are none of these tests' business.
+pub fn apf_and_docker_command_lines() -> String {
+    let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| {
+            let program = l.split_whitespace().next().unwrap_or("");
+            program.ends_with("/apf") || program == "apf" || program.ends_with("docker")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Wait until `f` holds, for at most `limit`.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
