@@ -343,10 +343,17 @@ async fn supervise(run: Arc<Run>, to_run: &[String]) -> Result<()> {
     let poller = tokio::spawn(poll::poll_loop(run.clone()));
     let injector = tokio::spawn(poll::budget_loop(run.clone()));
 
+    // Slots are handed out in the manifest's order, so with `max_parallel` the first models
+    // start first, and a model that learns the account is empty stops the ones after it.
     let mut tasks = Vec::new();
+    let mut stop = run.stop.subscribe();
     for m in run.exp.models.iter().filter(|m| to_run.contains(&m.alias)).cloned() {
-        let (run, slots) = (run.clone(), slots.clone());
-        tasks.push(tokio::spawn(async move { model::run_model(run, m, slots).await }));
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.ok(),
+            () = async { drop(stop.wait_for(|s| *s != Stop::No).await) } => None,
+        };
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move { model::run_model(run, m, permit).await }));
     }
     let mut first_error = None;
     for t in tasks {

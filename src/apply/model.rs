@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use chrono::Utc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::events::{self, Line};
 use super::{Run, Stop, record_intent, save};
@@ -22,16 +22,12 @@ use crate::state::{ContainerRecord, ExitRecord, KeyRecord, ModelStatus};
 /// Keys outlive the run's timeout by this much, so a key left behind by a crash expires soon.
 pub const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(15 * 60);
 
+/// Run one model in its slot (`max_parallel`); `None` when the run stopped before a slot came.
 pub(crate) async fn run_model(
     run: Arc<Run>,
     m: ModelSettings,
-    slots: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Result<()> {
-    let mut stop = run.stop.subscribe();
-    let permit = tokio::select! {
-        p = slots.acquire_owned() => p.ok(),
-        _ = stop.wait_for(|s| *s != Stop::No) => None,
-    };
     if permit.is_none() || *run.stop.borrow() != Stop::No {
         return finish(
             &run,
