@@ -124,6 +124,9 @@ impl Docker {
     fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+        // Ctrl-C reaches the whole foreground process group; apf decides what happens to its
+        // containers, so no docker client may die of that signal halfway through a command.
+        cmd.process_group(0);
         cmd
     }
 
@@ -213,9 +216,6 @@ impl Docker {
         if stdin {
             cmd.stdin(Stdio::piped());
         }
-        // Ctrl-C reaches the whole foreground process group; apf decides what the containers
-        // get, so the attached client must not forward the signal itself.
-        cmd.process_group(0);
         cmd.spawn().map_err(|source| DockerError::Spawn { argv, source })
     }
 
@@ -322,7 +322,8 @@ fn strings(xs: &[&str]) -> Vec<String> {
 /// The argv of `docker create` for `spec`. Mounts always use `--mount type=bind`, which
 /// refuses a missing source instead of creating it (H9).
 pub fn create_args(spec: &ContainerSpec) -> Vec<String> {
-    let mut a = strings(&["create", "--name"]);
+    // An image missing locally is an error, never a pull from a registry.
+    let mut a = strings(&["create", "--pull", "never", "--name"]);
     a.push(spec.name.clone());
     for (k, v) in &spec.labels {
         a.push("--label".into());

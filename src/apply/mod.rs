@@ -168,7 +168,9 @@ pub async fn apply(exp: Experiment, settings: Settings) -> Result<Outcome> {
     };
     if let Err(e) = &result {
         printer::error(format!("{e:#}"));
-        run.stop.send_replace(Stop::Interrupt.max(*run.stop.borrow()));
+        // Read first: a borrow held while sending would deadlock the watch.
+        let now = *run.stop.borrow();
+        run.stop.send_replace(Stop::Interrupt.max(now));
     }
     if let Some(p) = progress {
         p.finish();
@@ -375,17 +377,26 @@ async fn supervise(run: Arc<Run>, to_run: &[String]) -> Result<()> {
     }
 }
 
-/// Ctrl-C or SIGTERM once: interrupt; twice: hurry.
+/// Ctrl-C, SIGTERM or SIGHUP (a closed terminal) once: interrupt; twice: hurry.
 async fn watch_signals(run: Arc<Run>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         let got = async {
-            match term.as_mut() {
-                Some(t) => tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = t.recv() => {} },
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
+            let term = async {
+                match term.as_mut() {
+                    Some(t) => drop(t.recv().await),
+                    None => std::future::pending().await,
                 }
-            }
+            };
+            let hup = async {
+                match hup.as_mut() {
+                    Some(h) => drop(h.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {}, () = hup => {} }
         };
         got.await;
         let now = *run.stop.borrow();

@@ -88,9 +88,11 @@ async fn provision(run: &Run, m: &ModelSettings) -> Result<Secret, String> {
     } else {
         key_name(&run.exp.name, &run_id, &m.alias)
     };
-    let expires = Utc::now()
-        + chrono::Duration::from_std(run.exp.container.timeout + KEY_EXPIRY_MARGIN)
-            .unwrap_or_default();
+    let lifetime = run.exp.container.timeout.saturating_add(KEY_EXPIRY_MARGIN);
+    let expires = chrono::Duration::from_std(lifetime)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
     let body = wire::CreateKey {
         name: name.clone(),
         limit: Some(cap),
@@ -98,11 +100,13 @@ async fn provision(run: &Run, m: &ModelSettings) -> Result<Secret, String> {
         include_byok_in_limit: Some(true),
         expires_at: Some(expires.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
     };
-    let (created, secret) = run
-        .client
-        .create_key(&run.mgmt, &body)
-        .await
-        .map_err(|e| format!("could not create its key: {e}"))?;
+    let (created, secret) = match run.client.create_key(&run.mgmt, &body).await {
+        Ok(k) => k,
+        Err(e) => {
+            adopt_lost_key(run, &m.alias, &name, cap).await;
+            return Err(format!("could not create its key: {e}"));
+        }
+    };
     {
         let mut state = run.state.lock().await;
         if let Some(ms) = state.models.get_mut(&m.alias) {
@@ -121,6 +125,23 @@ async fn provision(run: &Run, m: &ModelSettings) -> Result<Secret, String> {
         return Err(format!("its new key reads back with {shown}, not its cap {cap}"));
     }
     Ok(secret)
+}
+
+/// A create whose answer was lost may still have made the key: find it by name and record it,
+/// so teardown revokes it like any other.
+async fn adopt_lost_key(run: &Run, alias: &str, name: &str, cap: crate::money::Usd) {
+    let Ok(keys) = run.client.list_keys(&run.mgmt, true).await else { return };
+    let Some(found) = keys.into_iter().find(|k| k.name == name) else { return };
+    let mut state = run.state.lock().await;
+    if let Some(ms) = state.models.get_mut(alias) {
+        ms.key = Some(KeyRecord {
+            hash: found.hash,
+            name: name.to_string(),
+            limit: cap,
+            revoked: false,
+        });
+    }
+    save(run, &state);
 }
 
 /// `apf/<experiment>/<run>/<alias>`: how `destroy` finds a run's keys with no state file.
@@ -316,9 +337,13 @@ async fn read_stdout(run: Arc<Run>, alias: String, stdout: tokio::process::Child
     let mut events_file = open_append(&run.dir.events(&alias)).await;
     let mut log_file = open_append(&run.dir.log(&alias)).await;
     let mut timed = open_append(&run.dir.output_log(&alias)).await;
-    let mut lines = BufReader::new(stdout).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match events::parse(&line, &run.exp.events) {
+    // Bytes, decoded leniently: an agent that prints invalid UTF-8 must not end its own
+    // supervision.
+    let mut lines = BufReader::new(stdout).split(b'\n');
+    while let Ok(Some(bytes)) = lines.next_segment().await {
+        let line = String::from_utf8_lossy(&bytes);
+        let line = line.trim_end_matches('\r');
+        match events::parse(line, &run.exp.events) {
             Line::Event(e) => {
                 seen.done |= e.class.done;
                 if e.class.error {
@@ -397,8 +422,9 @@ async fn count(run: &Run, alias: &str, e: &events::Event) {
 async fn read_stderr(run: Arc<Run>, alias: String, stderr: tokio::process::ChildStderr) {
     let mut log_file = open_append(&run.dir.log(&alias)).await;
     let mut timed = open_append(&run.dir.output_log(&alias)).await;
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut lines = BufReader::new(stderr).split(b'\n');
+    while let Ok(Some(bytes)) = lines.next_segment().await {
+        let line = String::from_utf8_lossy(&bytes);
         write_timed(&mut timed, "stderr", &crate::secret::redact(&line)).await;
         write_line(&mut log_file, &format!("[stderr] {}", crate::secret::redact(&line))).await;
     }

@@ -224,7 +224,9 @@ const QUIET: Duration = Duration::from_secs(3);
 /// (HAZARDS H3). Bounded by the run's settle time; a second Ctrl-C cuts it short. Returns
 /// whether spend did settle.
 pub(crate) async fn settle(run: &Run) -> bool {
-    let deadline = Instant::now() + run.settle;
+    let deadline = Instant::now()
+        .checked_add(run.settle)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(24 * 3600));
     let every = run.exp.budget.poll_every.clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut previous: Option<Vec<Usd>> = None;
     let mut quiet_since = Instant::now();

@@ -656,7 +656,11 @@ impl Resolver<'_> {
         let env = self.env(&c.env, &[base, Seg::Key("env")]);
         let indexed: Vec<(usize, raw::Mount)> = c.mounts.iter().cloned().enumerate().collect();
         let mounts = self.mounts(&indexed);
-        if c.image.trim().is_empty() || c.image.contains(char::is_whitespace) {
+        // A leading `-` would reach docker as an option, not an image.
+        if c.image.trim().is_empty()
+            || c.image.contains(char::is_whitespace)
+            || c.image.starts_with('-')
+        {
             let span = self.value(&[base, Seg::Key("image")]);
             self.problem(
                 span,
@@ -666,6 +670,20 @@ impl Resolver<'_> {
         }
         let timeout = c.timeout.map_or(Duration::from_secs(30 * 60), |s| s.0);
         self.positive_span(timeout, &[base, Seg::Key("timeout")], "timeout");
+        if timeout > Duration::from_secs(365 * 24 * 3600) {
+            let span = self.value(&[base, Seg::Key("timeout")]);
+            self.problem(span, "`timeout` must be at most a year".into(), "");
+        }
+        for (key, list) in [("args", &c.args), ("entrypoint", &c.entrypoint)] {
+            if list.iter().flatten().any(|a| a.contains("sk-or-")) {
+                let span = self.value(&[base, Seg::Key(key)]);
+                self.problem(
+                    span,
+                    format!("`{key}` holds an OpenRouter key, which would show on a command line"),
+                    "an agent must only ever hold the capped key apf mints for its model",
+                );
+            }
+        }
         ContainerSettings {
             image: c.image.clone(),
             entrypoint: c.entrypoint.clone(),
@@ -736,7 +754,7 @@ impl Resolver<'_> {
             let mut path = at.to_vec();
             path.push(Seg::Key(name));
             let key_span = self.loc.key(&path);
-            if RESERVED_ENV.contains(&name.as_str()) {
+            if RESERVED_ENV.iter().any(|r| r.eq_ignore_ascii_case(name)) {
                 self.problem(
                     key_span,
                     format!("{name} is set by apf and cannot be set in the manifest"),
@@ -765,12 +783,11 @@ impl Resolver<'_> {
     /// Why an env value would hand an OpenRouter key to an agent, if it would (HAZARDS H6).
     fn leaks_openrouter_key(&self, source: &EnvSource) -> Option<String> {
         match source {
-            EnvSource::Literal(v) if v.trim_start().starts_with("sk-or-") => {
+            EnvSource::Literal(v) if v.contains("sk-or-") => {
                 Some("an OpenRouter key written in the manifest".into())
             }
             EnvSource::Host(var) => {
-                let holds_key =
-                    std::env::var(var).is_ok_and(|v| v.trim_start().starts_with("sk-or-"));
+                let holds_key = std::env::var(var).is_ok_and(|v| v.contains("sk-or-"));
                 (self.key_vars.contains(var) || holds_key)
                     .then(|| format!("the host's OpenRouter key in ${var}"))
             }
@@ -1135,8 +1152,19 @@ impl Resolver<'_> {
 }
 
 /// `/workspace//task/` → `/workspace/task`.
+/// `/a//b/./c/../d` → `/a/b/d`, as the container will see it, so no spelling of a path can
+/// reach into `/workspace/output`.
 fn normalise_target(target: &str) -> String {
-    let parts: Vec<&str> = target.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut parts: Vec<&str> = Vec::new();
+    for p in target.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
     format!("/{}", parts.join("/"))
 }
 
@@ -1217,6 +1245,17 @@ pub(crate) fn valid_alias(a: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_targets_cannot_reach_the_output_folder_by_another_spelling() {
+        assert_eq!(normalise_target("/workspace//output"), "/workspace/output");
+        assert_eq!(normalise_target("/workspace/./output/"), "/workspace/output");
+        assert_eq!(
+            normalise_target("/workspace/x/../output/budget.txt"),
+            "/workspace/output/budget.txt"
+        );
+        assert_eq!(normalise_target("/../.."), "/");
+    }
 
     #[test]
     fn aliases_derive_from_ids() {

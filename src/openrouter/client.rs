@@ -116,9 +116,35 @@ impl Client {
         management: &Secret,
         body: &wire::CreateKey,
     ) -> Result<(wire::Key, Secret), ApiError> {
-        let created: wire::CreatedKey =
-            self.call_once("create a key", Method::POST, "/keys", management, Some(body)).await?;
-        Ok((created.data, Secret::new(created.key)))
+        // A 429 was refused before anything was made, so it alone is safe to retry.
+        let mut attempt = 0;
+        loop {
+            match self
+                .call_once::<wire::CreatedKey, _>(
+                    "create a key",
+                    Method::POST,
+                    "/keys",
+                    management,
+                    Some(body),
+                )
+                .await
+            {
+                Ok(created) => return Ok((created.data, Secret::new(created.key))),
+                Err(e)
+                    if matches!(e.class, ErrorClass::RateLimited { .. })
+                        && attempt < self.retries =>
+                {
+                    attempt += 1;
+                    let wait = backoff(attempt, &e.class);
+                    tracing::warn!(
+                        "create a key: {} (attempt {attempt}), retrying in {wait:?}",
+                        e.detail
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Every key of the account, across all pages.
