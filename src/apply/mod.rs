@@ -554,6 +554,21 @@ async fn remove_containers(run: &Arc<Run>) {
             Err(e) => printer::error(format!("{alias}: could not remove its container: {e}")),
         }
     }
+    // A container whose create was cut short never reached the state; its labels still name
+    // the run.
+    let run_id = run.state.lock().await.run_id.clone();
+    let labels =
+        [(crate::docker::LABEL_MANAGED, "true"), (crate::docker::LABEL_RUN, run_id.as_str())];
+    match run.docker.find(&labels).await {
+        Ok(found) => {
+            for c in found {
+                if let Err(e) = run.docker.remove(&c.id).await {
+                    printer::error(format!("could not remove the container {}: {e}", c.name));
+                }
+            }
+        }
+        Err(e) => printer::error(format!("could not look for the run's containers: {e}")),
+    }
 }
 
 async fn finish_state(run: &Arc<Run>) {
