@@ -6,24 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::*;
 
-fn spawn_apply(sim: &Sim, manifest: &std::path::Path) -> Child {
-    apf(sim, &["apply", "--auto-approve", "--settle", "20s", manifest.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn finish(child: Child, name: &str) -> Option<i32> {
-    let out = child.wait_with_output().unwrap();
-    eprintln!("--- apf stderr\n{}", String::from_utf8_lossy(&out.stderr));
-    remove_containers(name);
-    out.status.code()
+    finish_apply(child, name).0
 }
 
 #[test]

@@ -268,7 +268,7 @@ fn string_example(name: &str) -> &'static str {
         ("cmd", "ls"),
         ("url", "http://127.0.0.1/"),
         ("query", "status"),
-        ("pattern", "TODO"),
+        ("pattern", "budget"),
         ("code", "print(1)"),
         ("id", "1"),
         ("name", "example"),

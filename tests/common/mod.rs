@@ -254,6 +254,25 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// `apf apply --auto-approve` on `manifest` in the background, its stderr captured.
+pub fn spawn_apply(sim: &Sim, manifest: &Path) -> Child {
+    apf(sim, &["apply", "--auto-approve", "--settle", "20s", manifest.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for a background apply, show its stderr, remove whatever of `experiment` a failed
+/// test would leave, and return the exit code with the stderr.
+pub fn finish_apply(child: Child, experiment: &str) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    eprintln!("--- apf stderr\n{stderr}");
+    remove_containers(experiment);
+    (out.status.code(), stderr)
+}
+
 /// Containers of an experiment, running or not, by apf's labels.
 pub fn containers_of(experiment: &str) -> Vec<String> {
     let out = Command::new("docker")
