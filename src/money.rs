@@ -51,6 +51,19 @@ impl Usd {
         if self <= other { self } else { other }
     }
 
+    /// How many whole tokens this amount buys at `price` per token; `None` when the price is
+    /// zero (any number), and 0 when the amount is not positive.
+    pub fn tokens_at(self, price: Usd) -> Option<u64> {
+        if price.0.is_zero() {
+            return None;
+        }
+        if self.0 <= Decimal::ZERO {
+            return Some(0);
+        }
+        let n = self.0.checked_div(price.0).map(|n| n.floor());
+        Some(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(u64::MAX))
+    }
+
     /// `self / whole` as a fraction, or `None` when `whole` is zero.
     pub fn fraction_of(self, whole: Usd) -> Option<Decimal> {
         if whole.0.is_zero() { None } else { self.0.checked_div(whole.0) }

@@ -140,14 +140,7 @@ pub(crate) fn completion_bound(shape: &ChatShape, rates: &WorstRates) -> Option<
 
 /// How many tokens `available` buys at `price`; `None` when the price is zero.
 pub(crate) fn affordable(available: Usd, price: Usd) -> Option<u64> {
-    if price.0.is_zero() {
-        return None;
-    }
-    if available.0 <= Decimal::ZERO {
-        return Some(0);
-    }
-    let n = available.0.checked_div(price.0).map(|n| n.floor());
-    Some(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(u64::MAX))
+    available.tokens_at(price)
 }
 
 pub(crate) fn times(price: Usd, tokens: u64) -> Usd {

@@ -80,14 +80,7 @@ pub(crate) fn worst_case(rates: &Rates, prompt_tokens: u64, max_completion: u64)
 
 /// How many tokens `available` dollars buy at `price`, or `None` when the price is zero.
 pub(crate) fn affordable_tokens(available: Usd, price: Usd) -> Option<u64> {
-    if price.0.is_zero() {
-        return None;
-    }
-    if available.0 <= Decimal::ZERO {
-        return Some(0);
-    }
-    let n = available.0.checked_div(price.0).map(|n| n.floor());
-    Some(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(u64::MAX))
+    available.tokens_at(price)
 }
 
 #[cfg(test)]
